@@ -1,0 +1,423 @@
+"""The ``exchange`` command: run a server, manage members and keys, send and receive packets.
+
+Human-readable output by default; ``--json`` on every command for machines. Errors are printed
+as one plain sentence (and the rule list for refused packets), never as a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import ipaddress
+import json
+import os
+import ssl
+import sys
+from collections.abc import Awaitable, Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from exchange import bootstrap
+from exchange.cli import output
+from exchange.client import ApiError, ExchangeClient
+from exchange.config import Config
+from exchange.errors import ExchangeError, InvalidRequest
+from exchange.keyfile import MemberCredentials
+
+DEFAULT_SERVER = "http://127.0.0.1:8080"
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--json", action="store_true", help="print machine-readable JSON")
+
+
+def _client_options(parser: argparse.ArgumentParser) -> None:
+    _common(parser)
+    parser.add_argument(
+        "--key",
+        type=Path,
+        default=Path(os.environ["EXCHANGE_KEY_FILE"]) if os.environ.get("EXCHANGE_KEY_FILE") else None,
+        help="your member key file (default: $EXCHANGE_KEY_FILE)",
+    )
+    parser.add_argument("--server", help="server URL (default: the one in your key file, else %(default)s)")
+    parser.add_argument(
+        "--ca", type=Path, help="CA certificate (PEM) to trust for the server's TLS certificate"
+    )
+    parser.add_argument(
+        "--linkage-key", type=Path, help="deployment linkage key used to pseudonymise subject identifiers"
+    )
+
+
+def _server_options(parser: argparse.ArgumentParser) -> None:
+    _common(parser)
+    parser.add_argument("--data-dir", type=Path, default=Path("var"), help="database and record log folder")
+    parser.add_argument("--keys-dir", type=Path, default=Path("keys"), help="where the server key lives")
+    parser.add_argument("--record-log", type=Path, help="record log file (JSON lines)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from exchange.cli import approval_commands, ledger_commands, policy_commands
+
+    parser = argparse.ArgumentParser(
+        prog="exchange",
+        description="Safeguarding Exchange: share information about children at risk, safely.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("init", help="create the server key, the first agency and its admin")
+    _server_options(p)
+    p.add_argument("--agency-name", required=True)
+    p.add_argument(
+        "--agency-kind", required=True, help="e.g. children_social_care, police, health, education"
+    )
+    p.add_argument("--admin-name", required=True)
+    p.add_argument("--admin-key-file", type=Path, required=True, help="where to write the admin's key file")
+    p.add_argument("--server-url", default=DEFAULT_SERVER)
+    p.set_defaults(func=_init)
+
+    p = sub.add_parser("serve", help="run the exchange server")
+    _server_options(p)
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8080)
+    p.add_argument("--tls-cert", type=Path, help="TLS certificate chain (PEM)")
+    p.add_argument("--tls-key", type=Path, help="TLS private key (PEM)")
+    p.add_argument("--seed-demo", action="store_true", help="on first run, create the demo directory")
+    p.add_argument("--demo-keys-dir", type=Path, help="where demo members' key files go (default: KEYS/demo)")
+    p.set_defaults(func=_serve)
+
+    keys = sub.add_parser("keys", help="member keys").add_subparsers(dest="keys_command", required=True)
+    p = keys.add_parser(
+        "new", help="generate a new member key file (private, 0600) and show its public halves"
+    )
+    _common(p)
+    p.add_argument("file", type=Path)
+    p.set_defaults(func=_keys_new)
+    p = keys.add_parser("rotate", help="generate new keys for yourself and register them")
+    _client_options(p)
+    p.set_defaults(func=_keys_rotate)
+    p = keys.add_parser("revoke", help="revoke one of your keys (or, as admin, a member's)")
+    _client_options(p)
+    p.add_argument("key_id")
+    p.set_defaults(func=_keys_revoke)
+
+    members = sub.add_parser("members", help="the directory").add_subparsers(
+        dest="members_command", required=True
+    )
+    p = members.add_parser("add", help="(agency admin) register a member of your agency with their key file")
+    _client_options(p)
+    p.add_argument("--name", required=True)
+    p.add_argument(
+        "--roles", required=True, help="comma-separated: practitioner,manager,safeguarding_lead,..."
+    )
+    p.add_argument(
+        "--member-key", type=Path, required=True, help="the new member's key file (from 'keys new')"
+    )
+    p.set_defaults(func=_members_add)
+    p = members.add_parser("list", help="agencies and members in the directory")
+    _client_options(p)
+    p.set_defaults(func=_members_list)
+
+    p = sub.add_parser("whoami", help="who your key file says you are")
+    _client_options(p)
+    p.set_defaults(func=_whoami)
+
+    p = sub.add_parser("send", help="seal and send a packet described in a JSON packet file")
+    _client_options(p)
+    p.add_argument("file", type=Path)
+    p.add_argument(
+        "--approval-from", type=Path, help="a manager's key file, to attach their approval at submission"
+    )
+    p.set_defaults(func=_send)
+
+    p = sub.add_parser("inbox", help="packets delivered to you")
+    _client_options(p)
+    p.set_defaults(func=_inbox)
+
+    p = sub.add_parser("open", help="fetch, verify, decrypt and print a packet")
+    _client_options(p)
+    p.add_argument("packet_id")
+    p.set_defaults(func=_open)
+
+    p = sub.add_parser("ack", help="acknowledge a packet with a signed receipt")
+    _client_options(p)
+    p.add_argument("packet_id")
+    p.set_defaults(func=_ack)
+
+    p = sub.add_parser("outbox", help="packets you sent, with each recipient's progress")
+    _client_options(p)
+    p.set_defaults(func=_outbox)
+
+    policy_commands.register(sub)
+    approval_commands.register(sub)
+    ledger_commands.register(sub)
+    return parser
+
+
+# ---------------------------------------------------------------------------- helpers
+
+
+def config_from(args: argparse.Namespace, **overrides: Any) -> Config:
+    return Config(
+        data_dir=args.data_dir.resolve(),
+        keys_dir=args.keys_dir.resolve(),
+        record_log=args.record_log.resolve() if args.record_log else None,
+        **overrides,
+    )
+
+
+def credentials_from(args: argparse.Namespace) -> MemberCredentials:
+    if args.key is None:
+        raise InvalidRequest("Say which key file to use: --key FILE (or set EXCHANGE_KEY_FILE).")
+    return MemberCredentials.load(args.key)
+
+
+def client_from(args: argparse.Namespace, credentials: MemberCredentials | None = None) -> ExchangeClient:
+    credentials = credentials or credentials_from(args)
+    server = args.server or credentials.server or DEFAULT_SERVER
+    context = ssl.create_default_context(cafile=str(args.ca)) if args.ca else None
+    linkage_path = args.linkage_key
+    if linkage_path is None and args.key is not None and (args.key.parent / "linkage.key").exists():
+        linkage_path = args.key.parent / "linkage.key"
+    linkage = bytes.fromhex(linkage_path.read_text().strip()) if linkage_path else None
+    return ExchangeClient(server, credentials, ssl_context=context, linkage_key=linkage)
+
+
+def with_client(
+    work: Callable[[ExchangeClient, argparse.Namespace], Awaitable[Any]],
+) -> Callable[[argparse.Namespace], int]:
+    """Run ``work`` with a connected client and print its result (JSON or words)."""
+
+    def run(args: argparse.Namespace) -> int:
+        async def go() -> Any:
+            async with client_from(args) as client:
+                return await work(client, args)
+
+        result = asyncio.run(go())
+        return output.emit(args, result)
+
+    return run
+
+
+def _load_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise InvalidRequest(f"There is no file {path}.") from None
+    except ValueError as exc:
+        raise InvalidRequest(f"{path} is not valid JSON: {exc}") from None
+
+
+# ---------------------------------------------------------------------------- server commands
+
+
+def _init(args: argparse.Namespace) -> int:
+    config = config_from(args)
+    created = asyncio.run(
+        bootstrap.init(
+            config,
+            agency_name=args.agency_name,
+            agency_kind=args.agency_kind,
+            admin_name=args.admin_name,
+            key_file=args.admin_key_file,
+            server=args.server_url,
+        )
+    )
+    return output.emit(
+        args,
+        {
+            "kind": "init",
+            "server_public_key": str(config.server_public_key_path),
+            "admin": created.member_id,
+            "agency": created.agency_id,
+            "admin_key_file": str(created.key_file),
+        },
+    )
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from aiohttp import web
+
+    from exchange.web.app import build_app
+
+    if bool(args.tls_cert) != bool(args.tls_key):
+        raise InvalidRequest("Give both --tls-cert and --tls-key, or neither.")
+    if not args.tls_cert and not _is_loopback(args.host):
+        raise InvalidRequest(
+            "Refusing to serve plain HTTP on a non-loopback address: give --tls-cert and --tls-key."
+        )
+    config = config_from(args, host=args.host, port=args.port, tls_cert=args.tls_cert, tls_key=args.tls_key)
+    scheme = "https" if config.uses_tls else "http"
+    url = f"{scheme}://{args.host}:{args.port}"
+    config.data_dir.mkdir(parents=True, exist_ok=True)
+    bootstrap.ensure_server_key(config)
+    if args.seed_demo:
+        demo_dir = (args.demo_keys_dir or args.keys_dir / "demo").resolve()
+        created = asyncio.run(bootstrap.seed_demo(config, key_dir=demo_dir, server=url))
+        output.print_demo_banner(url, config, demo_dir, created)
+    context = None
+    if config.uses_tls:
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.minimum_version = ssl.TLSVersion.TLSv1_2
+        context.load_cert_chain(str(config.tls_cert), str(config.tls_key))
+    print(f"Safeguarding Exchange listening on {url}  (Ctrl-C to stop)", file=sys.stderr)
+    web.run_app(build_app(config), host=args.host, port=args.port, ssl_context=context, print=None)
+    return 0
+
+
+# ---------------------------------------------------------------------------- member commands
+
+
+def _keys_new(args: argparse.Namespace) -> int:
+    if args.file.exists():
+        raise InvalidRequest(f"{args.file} already exists; choose another file name.")
+    credentials = MemberCredentials.generate()
+    credentials.save(args.file)
+    return output.emit(
+        args,
+        {
+            "kind": "keys_new",
+            "file": str(args.file),
+            "signing_key_id": credentials.signing.key_id,
+            "encryption_key_id": credentials.encryption.key_id,
+        }
+        | credentials.public_document(),
+    )
+
+
+async def _keys_rotate_work(client: ExchangeClient, args: argparse.Namespace) -> Any:
+    fresh = MemberCredentials.generate()
+    old = client.credentials
+    signing = await client.add_key(client.member_id, "signing", fresh.signing.public_bytes)
+    encryption = await client.add_key(client.member_id, "encryption", fresh.encryption.public_bytes)
+    rotated = MemberCredentials(
+        old.member_id, old.agency_id, old.server, fresh.signing, fresh.encryption, old.display_name
+    )
+    backup = args.key.with_suffix(args.key.suffix + ".previous")
+    if backup.exists():
+        backup.unlink()
+    args.key.rename(backup)
+    rotated.save(args.key)
+    return {"kind": "keys_rotate", "signing": signing, "encryption": encryption, "previous_keys": str(backup)}
+
+
+_keys_rotate = with_client(_keys_rotate_work)
+
+
+async def _keys_revoke_work(client: ExchangeClient, args: argparse.Namespace) -> Any:
+    return {"kind": "keys_revoke"} | await client.revoke_key(args.key_id)
+
+
+_keys_revoke = with_client(_keys_revoke_work)
+
+
+async def _members_add_work(client: ExchangeClient, args: argparse.Namespace) -> Any:
+    new_member = MemberCredentials.load(args.member_key)
+    me = await client.me()
+    roles = [r.strip() for r in args.roles.split(",") if r.strip()]
+    created = await client.register_member(me["agency"], args.name, roles, new_member)
+    new_member.registered(created["id"], created["agency"], client.base_url, args.name).save(args.member_key)
+    return {"kind": "member_added"} | created
+
+
+_members_add = with_client(_members_add_work)
+
+
+async def _members_list_work(client: ExchangeClient, args: argparse.Namespace) -> Any:
+    return {"kind": "directory"} | await client.directory()
+
+
+_members_list = with_client(_members_list_work)
+
+
+async def _whoami_work(client: ExchangeClient, args: argparse.Namespace) -> Any:
+    return {"kind": "member"} | await client.me()
+
+
+_whoami = with_client(_whoami_work)
+
+
+async def _send_work(client: ExchangeClient, args: argparse.Namespace) -> Any:
+    packet_file = _load_json(args.file)
+    sealed = await client.prepare(packet_file)
+    approval = None
+    if args.approval_from is not None:
+        manager = MemberCredentials.load(args.approval_from)
+        async with ExchangeClient(client.base_url, manager) as manager_client:
+            approval = manager_client.approval_for(sealed.manifest["packet_id"], sealed.manifest_digest)
+    return {"kind": "sent"} | await client.submit(sealed, approval)
+
+
+_send = with_client(_send_work)
+
+
+async def _inbox_work(client: ExchangeClient, args: argparse.Namespace) -> Any:
+    return {"kind": "inbox", "packets": await client.inbox()}
+
+
+_inbox = with_client(_inbox_work)
+
+
+async def _open_work(client: ExchangeClient, args: argparse.Namespace) -> Any:
+    opened = await client.open(args.packet_id)
+    return {
+        "kind": "opened",
+        "packet_id": opened.packet_id,
+        "manifest_digest": opened.manifest_digest,
+        "verified": True,
+        "manifest": opened.manifest,
+        "body": opened.body,
+        "approval": opened.approval,
+    }
+
+
+_open = with_client(_open_work)
+
+
+async def _ack_work(client: ExchangeClient, args: argparse.Namespace) -> Any:
+    return {"kind": "acknowledged"} | await client.acknowledge(args.packet_id)
+
+
+_ack = with_client(_ack_work)
+
+
+async def _outbox_work(client: ExchangeClient, args: argparse.Namespace) -> Any:
+    return {"kind": "outbox", "packets": await client.outbox()}
+
+
+_outbox = with_client(_outbox_work)
+
+
+# ---------------------------------------------------------------------------- entry point
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        code: int = args.func(args)
+        return code
+    except ApiError as error:
+        return output.error(args, error.problem, error.http_status)
+    except ExchangeError as error:
+        return output.error(
+            args, {"code": error.code, "title": error.title, "detail": error.detail} | error.extras
+        )
+    except OSError as error:
+        return output.error(
+            args, {"code": "client.connection", "detail": f"Cannot reach the server or a file: {error}"}
+        )
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

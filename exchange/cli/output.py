@@ -1,0 +1,219 @@
+"""How the CLI prints: JSON for machines (``--json``), short plain sentences for people."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from exchange.config import Config
+
+
+def emit(args: argparse.Namespace, result: Any) -> int:
+    """Print ``result``; return the exit code (0)."""
+    if getattr(args, "json", False):
+        print(json.dumps(result, indent=2, sort_keys=True))
+        return 0
+    kind = result.get("kind") if isinstance(result, Mapping) else None
+    printer = _PRINTERS.get(kind or "", _generic)
+    print(printer(result))
+    return 0
+
+
+def error(args: argparse.Namespace, problem: Mapping[str, Any], status: int | None = None) -> int:
+    """Print a refusal or failure; exit code 1 (2 for a bad command line is argparse's)."""
+    if getattr(args, "json", False):
+        print(json.dumps({"error": dict(problem), "status": status}, indent=2, sort_keys=True))
+        return 1
+    print(f"Refused: {problem.get('detail') or problem.get('title')}", file=sys.stderr)
+    for violation in problem.get("violations", []) or []:
+        print(f"  - [{violation.get('rule')}] {violation.get('message')}", file=sys.stderr)
+        if violation.get("path"):
+            print(f"      at {violation['path']}", file=sys.stderr)
+        if violation.get("source"):
+            print(f"      from: {violation['source']}", file=sys.stderr)
+    for err in problem.get("errors", []) or []:
+        print(f"  - {err.get('path')}: {err.get('message')}", file=sys.stderr)
+    if problem.get("code"):
+        print(f"  (code: {problem['code']})", file=sys.stderr)
+    return 1
+
+
+def _generic(result: Any) -> str:
+    return json.dumps(result, indent=2, sort_keys=True)
+
+
+def _when(value: str | None) -> str:
+    return value.replace("T", " ")[:19] if value else "-"
+
+
+def _packet_line(packet: Mapping[str, Any]) -> str:
+    return (
+        f"{packet['packet_id']}  {packet['purpose']}  ({packet['kind']}, {packet['urgency']})  "
+        f"sent {_when(packet['created'])}"
+    )
+
+
+def _inbox(result: Mapping[str, Any]) -> str:
+    packets: Sequence[Mapping[str, Any]] = result["packets"]
+    if not packets:
+        return "Your inbox is empty."
+    lines = [f"{len(packets)} packet(s) in your inbox:"]
+    for packet in packets:
+        delivery = packet["delivery"]
+        lines.append(f"  {_packet_line(packet)}")
+        lines.append(
+            f"      from {packet['from']['member']} ({packet['from']['agency']}); you: {delivery['status']}"
+            + (f"; acknowledge by {_when(packet['ack_due'])}" if packet.get("ack_due") else "")
+        )
+    return "\n".join(lines)
+
+
+def _outbox(result: Mapping[str, Any]) -> str:
+    packets: Sequence[Mapping[str, Any]] = result["packets"]
+    if not packets:
+        return "You have not sent any packets."
+    lines = [f"{len(packets)} packet(s) sent:"]
+    for packet in packets:
+        lines.append(f"  {_packet_line(packet)}  [{packet['status']}]")
+        for r in packet["recipients"]:
+            lines.append(
+                f"      to {r['member']}: {r['status']}  delivered {_when(r['delivered_at'])}"
+                f"  opened {_when(r['opened_at'])}  acknowledged {_when(r['acknowledged_at'])}"
+            )
+    return "\n".join(lines)
+
+
+def _sent(result: Mapping[str, Any]) -> str:
+    if result["status"] == "awaiting_approval":
+        head = (
+            f"Packet {result['packet_id']} is held for a manager's approval (sharing without consent);"
+            " it will be delivered once a manager of your agency approves it."
+        )
+    else:
+        head = f"Packet {result['packet_id']} was checked against the sharing rules and delivered."
+    lines = [head, f"  manifest digest {result['manifest_digest']}"]
+    if result.get("ack_due"):
+        lines.append(f"  recipients must acknowledge by {_when(result['ack_due'])}")
+    if result.get("approval_due"):
+        lines.append(f"  a manager's approval is owed by {_when(result['approval_due'])}")
+    ledger = result.get("ledger") or {}
+    lines.append(f"  recorded in the ledger at position {ledger.get('seq')}")
+    return "\n".join(lines)
+
+
+def _opened(result: Mapping[str, Any]) -> str:
+    manifest = result["manifest"]
+    body = result["body"]
+    lines = [
+        f"Packet {result['packet_id']}: signature, digests and field list verified.",
+        f"  purpose: {manifest['purpose']}   kind: {manifest['kind']}   urgency: {manifest['urgency']}",
+        f"  from: {manifest['sender']['member']} ({manifest['sender']['agency']})",
+        f"  lawful basis: {json.dumps(manifest.get('lawful_basis'))}",
+        f"  consent: {(manifest.get('consent') or {}).get('status')}",
+    ]
+    if body.get("necessity"):
+        lines.append(f"  why sharing is necessary: {body['necessity']}")
+    lines.append("  fields:")
+    for field in body.get("fields", []):
+        label = field.get("label")
+        extra = ""
+        if label == "fact_reported" and field.get("source"):
+            extra = f", reported by {field['source']}"
+        elif label == "opinion" and field.get("author_role"):
+            extra = f", opinion of {field['author_role']}"
+        value = field.get("value")
+        shown = json.dumps(value) if not isinstance(value, str) else value
+        lines.append(
+            f"    {field.get('name')}: {shown}   [{label}{extra}; {field.get('currency')}"
+            f"{', as of ' + field['as_of'] if field.get('as_of') else ''}]"
+        )
+    if body.get("narrative"):
+        lines.append(f"  narrative: {body['narrative']}")
+    return "\n".join(lines)
+
+
+def _acknowledged(result: Mapping[str, Any]) -> str:
+    return (
+        f"Acknowledged packet {result['packet_id']} at {_when(result['acknowledged_at'])};"
+        f" the signed receipt is in the ledger at position {result['ledger']['seq']}."
+    )
+
+
+def _directory(result: Mapping[str, Any]) -> str:
+    lines = []
+    agencies = {a["id"]: a for a in result["agencies"]}
+    for agency in result["agencies"]:
+        lines.append(f"{agency['name']}  [{agency['kind']}]  {agency['id']}")
+        for member in result["members"]:
+            if member["agency"] == agency["id"]:
+                lines.append(f"    {member['display_name']}  ({', '.join(member['roles'])})  {member['id']}")
+    del agencies
+    return "\n".join(lines) or "The directory is empty."
+
+
+def _member(result: Mapping[str, Any]) -> str:
+    return (
+        f"{result['display_name']}  {result['id']}\n  agency {result['agency']} ({result.get('agency_kind')})"
+        f"\n  roles: {', '.join(result['roles'])}\n  keys: "
+        + ", ".join(
+            f"{k['key_id']} ({k['use']}{', revoked' if k.get('revoked_at') else ''})" for k in result["keys"]
+        )
+    )
+
+
+def _keys_new(result: Mapping[str, Any]) -> str:
+    return (
+        f"Wrote a new private key file {result['file']} (readable by you only).\n"
+        f"  signing key    {result['signing_key_id']}\n  encryption key {result['encryption_key_id']}\n"
+        "Give the file to your agency admin's 'exchange members add --member-key' (or send them the public"
+        " halves with --json); never share it otherwise."
+    )
+
+
+def _init(result: Mapping[str, Any]) -> str:
+    return (
+        f"Created agency {result['agency']} and its admin {result['admin']}.\n"
+        f"  admin key file: {result['admin_key_file']}\n  server public key: {result['server_public_key']}"
+    )
+
+
+_PRINTERS: dict[str, Callable[[Any], str]] = {
+    "inbox": _inbox,
+    "outbox": _outbox,
+    "sent": _sent,
+    "opened": _opened,
+    "acknowledged": _acknowledged,
+    "directory": _directory,
+    "member": _member,
+    "member_added": _member,
+    "keys_new": _keys_new,
+    "init": _init,
+}
+
+
+def register_printer(kind: str, printer: Callable[[Any], str]) -> None:
+    _PRINTERS[kind] = printer
+
+
+def print_demo_banner(url: str, config: Config, demo_dir: Path, created: Sequence[Any] | None) -> None:
+    """Tell a person how to talk to the freshly started demo server."""
+    if created is None:
+        print(f"Demo directory already seeded; member key files are in {demo_dir}", file=sys.stderr)
+        return
+    print("Seeded the demo directory. Member key files (private, 0600):", file=sys.stderr)
+    for member in created:
+        print(f"  {member.label:15} {', '.join(member.roles):32} {member.key_file}", file=sys.stderr)
+    print(
+        f"\nTry, in another terminal (after 'source .venv/bin/activate'):\n"
+        f"  exchange whoami --key {demo_dir}/school-dsl.json\n"
+        f"  exchange template referral_to_childrens_social_care > referral.json   # fill it in\n"
+        f"  exchange send referral.json --key {demo_dir}/school-dsl.json\n"
+        f"  exchange inbox --key {demo_dir}/csc-duty.json\n"
+        f"Server key: {config.server_public_key_path}; database: {config.database_path};"
+        f" record: {config.record_log_path}\n",
+        file=sys.stderr,
+    )

@@ -1,0 +1,285 @@
+"""The Python SDK: signs every request (RFC 9421), seals and opens packets locally.
+
+Integrators and the ``exchange`` CLI use the same :class:`ExchangeClient`. Private keys never
+leave this process: the server receives public keys, ciphertext and signatures only.
+"""
+
+from __future__ import annotations
+
+import json
+import ssl
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from types import TracebackType
+from typing import Any
+
+import aiohttp
+
+from exchange import crypto, httpsig, policy, statements
+from exchange.domain import iso, new_id, utc_now
+from exchange.errors import ExchangeError, InvalidRequest
+from exchange.keyfile import MemberCredentials
+
+#: Roles whose members receive a packet addressed to a whole agency ("agency:agy_...").
+DUTY_ROLES = frozenset({"practitioner", "manager", "safeguarding_lead"})
+
+
+class ApiError(ExchangeError):
+    """The server answered with a problem (RFC 9457); ``problem`` holds it whole."""
+
+    code = "api.error"
+
+    def __init__(self, status: int, problem: Mapping[str, Any]) -> None:
+        super().__init__(str(problem.get("detail") or problem.get("title") or f"HTTP {status}"))
+        self.http_status = status
+        self.problem = dict(problem)
+        self.problem_code = str(problem.get("code", "unknown"))
+
+
+@dataclass(frozen=True)
+class OpenedPacket:
+    """A packet verified and decrypted on the recipient's side."""
+
+    packet_id: str
+    manifest: dict[str, Any]
+    manifest_digest: str
+    body: dict[str, Any]
+    approval: dict[str, Any] | None
+
+
+class ExchangeClient:
+    """An authenticated connection to one exchange server for one member."""
+
+    def __init__(
+        self,
+        base_url: str,
+        credentials: MemberCredentials,
+        *,
+        ssl_context: ssl.SSLContext | None = None,
+        linkage_key: bytes | None = None,
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.credentials = credentials
+        self.linkage_key = linkage_key
+        self._ssl = ssl_context
+        self._session: aiohttp.ClientSession | None = None
+
+    async def __aenter__(self) -> ExchangeClient:
+        self._session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=self._ssl or True))
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    @property
+    def member_id(self) -> str:
+        if self.credentials.member_id is None:
+            raise InvalidRequest("This key file is not registered to a member yet.")
+        return self.credentials.member_id
+
+    # ------------------------------------------------------------------ transport
+
+    async def request(self, method: str, path: str, document: Any = None, *, signed: bool = True) -> Any:
+        """Send one signed request; return the decoded JSON, or raise :class:`ApiError`."""
+        if self._session is None:
+            raise RuntimeError("Use the client as 'async with ExchangeClient(...) as client'.")
+        url = self.base_url + path
+        body = b"" if document is None else json.dumps(document, separators=(",", ":")).encode()
+        headers = {"Accept": "application/json, application/problem+json"}
+        if document is not None:
+            headers["Content-Type"] = "application/json"
+        if signed:
+            headers |= httpsig.sign_request(method, url, body, self.credentials.signing)
+        async with self._session.request(method, url, data=body or None, headers=headers) as response:
+            raw = await response.read()
+            try:
+                payload = json.loads(raw) if raw else None
+            except ValueError:
+                payload = {"detail": raw[:200].decode("utf-8", "replace")}
+            if response.status >= 400:
+                raise ApiError(response.status, payload if isinstance(payload, dict) else {})
+            return payload
+
+    async def request_text(self, method: str, path: str) -> str:
+        """A signed request whose answer is text (the ledger export); problems raise :class:`ApiError`."""
+        if self._session is None:
+            raise RuntimeError("Use the client as 'async with ExchangeClient(...) as client'.")
+        url = self.base_url + path
+        headers = httpsig.sign_request(method, url, b"", self.credentials.signing)
+        async with self._session.request(method, url, headers=headers) as response:
+            if response.status >= 400:
+                try:
+                    problem = json.loads(await response.read())
+                except ValueError:
+                    problem = {}
+                raise ApiError(response.status, problem if isinstance(problem, dict) else {})
+            return await response.text()
+
+    # ------------------------------------------------------------------ directory
+
+    async def health(self) -> Any:
+        return await self.request("GET", "/health", signed=False)
+
+    async def me(self) -> Any:
+        return await self.request("GET", "/v1/me")
+
+    async def directory(self, agency: str | None = None) -> Any:
+        return await self.request("GET", "/v1/directory" + (f"?agency={agency}" if agency else ""))
+
+    async def register_member(
+        self, agency: str, display_name: str, roles: Sequence[str], new_member: MemberCredentials
+    ) -> Any:
+        return await self.request(
+            "POST",
+            "/v1/members",
+            {"agency": agency, "display_name": display_name, "roles": list(roles)}
+            | new_member.public_document(),
+        )
+
+    async def add_key(self, member_id: str, use: str, public: bytes) -> Any:
+        return await self.request(
+            "POST", f"/v1/members/{member_id}/keys", {"use": use, "public": crypto.b64encode(public)}
+        )
+
+    async def revoke_key(self, key_id: str) -> Any:
+        return await self.request("POST", f"/v1/keys/{key_id}/revoke")
+
+    # ------------------------------------------------------------------ sending
+
+    async def resolve_recipients(self, to: Sequence[str]) -> list[crypto.Recipient]:
+        """Members by id, or every duty member of an agency for ``agency:<id>``, with current keys."""
+        listing = await self.directory()
+        members = {m["id"]: m for m in listing["members"]}
+        chosen: list[str] = []
+        for target in to:
+            if target.startswith("agency:"):
+                agency = target.removeprefix("agency:")
+                duty = [
+                    m["id"]
+                    for m in listing["members"]
+                    if m["agency"] == agency and DUTY_ROLES.intersection(m["roles"])
+                ]
+                if not duty:
+                    raise InvalidRequest(f"No member of agency {agency} can receive packets.")
+                chosen.extend(duty)
+            elif target in members:
+                chosen.append(target)
+            else:
+                raise InvalidRequest(f"Recipient {target} is not in the directory.")
+        recipients = []
+        for member_id in dict.fromkeys(chosen):
+            if member_id == self.member_id:
+                continue
+            member = members[member_id]
+            keys = [k for k in member["keys"] if k["use"] == "encryption"]
+            if not keys:
+                raise InvalidRequest(f"Recipient {member_id} has no current encryption key.")
+            key = keys[-1]
+            recipients.append(
+                crypto.Recipient(member_id, member["agency"], key["key_id"], crypto.b64decode(key["public"]))
+            )
+        return recipients
+
+    async def prepare(
+        self, packet_file: Mapping[str, Any], *, now: datetime | None = None
+    ) -> crypto.SealedPacket:
+        """Build, seal and sign a packet from a practitioner's packet file (values stay local)."""
+        sharing, body_fields, sealed_extras = policy.manifest_parts_from_packet_file(packet_file)
+        recipients = await self.resolve_recipients(packet_file.get("to", []))
+        packet_id = new_id("pkt")
+        manifest: dict[str, Any] = {
+            "version": 1,
+            "packet_id": packet_id,
+            "created": iso(now or utc_now()),
+            "sender": {
+                "member": self.member_id,
+                "agency": self.credentials.agency_id,
+                "signing_key": self.credentials.signing.key_id,
+            },
+            "recipients": [
+                {"member": r.member, "agency": r.agency, "encryption_key": r.key_id} for r in recipients
+            ],
+        } | sharing
+        identifier = packet_file.get("subject_identifier")
+        if identifier:
+            if self.linkage_key is None:
+                raise InvalidRequest(
+                    "The packet names a subject identifier but no linkage key is configured to pseudonymise it."
+                )
+            manifest["subject"] = {"pseudonym": crypto.subject_pseudonym(str(identifier), self.linkage_key)}
+        body = {"packet_id": packet_id, "fields": body_fields} | sealed_extras
+        return crypto.seal_packet(manifest, body, recipients, self.credentials.signing)
+
+    def approval_for(self, packet_id: str, manifest_digest: str, decision: str = "approve") -> dict[str, Any]:
+        """This member's signed decision on sharing a manifest without consent (managers only)."""
+        statement = statements.approval_statement(packet_id, manifest_digest, self.member_id, decision)
+        return {
+            "approver": self.member_id,
+            "key_id": self.credentials.signing.key_id,
+            "decision": decision,
+            "signature": crypto.b64encode(self.credentials.signing.sign(statement)),
+        }
+
+    async def submit(self, sealed: crypto.SealedPacket, approval: Mapping[str, Any] | None = None) -> Any:
+        document: dict[str, Any] = {
+            "manifest": sealed.manifest,
+            "signature": crypto.b64encode(sealed.signature),
+            "body": crypto.b64encode(sealed.body),
+            "sealed_keys": {m: crypto.b64encode(k) for m, k in sealed.sealed_keys.items()},
+        }
+        if approval is not None:
+            document["approval"] = dict(approval)
+        return await self.request("POST", "/v1/packets", document)
+
+    async def send(self, packet_file: Mapping[str, Any]) -> Any:
+        return await self.submit(await self.prepare(packet_file))
+
+    # ------------------------------------------------------------------ receiving
+
+    async def inbox(self) -> Any:
+        return (await self.request("GET", "/v1/inbox"))["packets"]
+
+    async def outbox(self) -> Any:
+        return (await self.request("GET", "/v1/outbox"))["packets"]
+
+    async def open(self, packet_id: str) -> OpenedPacket:
+        """Fetch, verify and decrypt a packet addressed to this member."""
+        fetched = await self.request("GET", f"/v1/packets/{packet_id}")
+        return open_fetched(fetched, self.credentials)
+
+    async def acknowledge(self, packet_id: str) -> Any:
+        """Open the packet (verifying it) and send a signed receipt over its manifest digest."""
+        opened = await self.open(packet_id)
+        statement = statements.acknowledgement_statement(packet_id, opened.manifest_digest, self.member_id)
+        return await self.request(
+            "POST",
+            f"/v1/packets/{packet_id}/acknowledgement",
+            {
+                "key_id": self.credentials.signing.key_id,
+                "signature": crypto.b64encode(self.credentials.signing.sign(statement)),
+            },
+        )
+
+
+def open_fetched(fetched: Mapping[str, Any], credentials: MemberCredentials) -> OpenedPacket:
+    """Verify and decrypt what ``GET /v1/packets/{id}`` returned; the digest is recomputed, not trusted."""
+    manifest = fetched["manifest"]
+    if credentials.member_id is None:
+        raise InvalidRequest("This key file is not registered to a member yet.")
+    body = crypto.open_packet(
+        manifest,
+        crypto.b64decode(fetched["signature"], what="manifest signature"),
+        crypto.b64decode(fetched["sender_signing_key"], what="sender key"),
+        crypto.b64decode(fetched["body"], what="body"),
+        crypto.b64decode(fetched["sealed_key"], what="sealed key"),
+        credentials.member_id,
+        credentials.encryption,
+    )
+    return OpenedPacket(
+        fetched["packet_id"], manifest, crypto.manifest_digest(manifest), body, fetched.get("approval")
+    )

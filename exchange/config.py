@@ -1,0 +1,58 @@
+"""The service's configuration: one frozen dataclass, built once at start-up and passed explicitly."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class Config:
+    """Everything the server needs to know; no module reads the environment on its own."""
+
+    #: Folder holding the SQLite database, the record log and (by default) the keys.
+    data_dir: Path
+    #: Where the server's Ed25519 key lives (private file 0600, never committed).
+    keys_dir: Path
+    host: str = "127.0.0.1"
+    port: int = 8080
+    #: TLS certificate and key (PEM). Without them the server only listens on loopback.
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    #: Largest request body accepted: a packet body with a few attachments, not a document store.
+    max_body_bytes: int = 8 * 1024 * 1024
+    #: Guidance: share "only with those who need it"; a cap also bounds the work of one submission.
+    max_recipients: int = 25
+    #: How old a signed request may be (RFC 9421 ``created``), and how far in the future.
+    signature_max_age_seconds: int = 300
+    signature_clock_skew_seconds: int = 5
+    #: Requests per member per minute before 429.
+    rate_limit_per_minute: int = 600
+    #: Tree heads are signed off the request path every N entries or T milliseconds.
+    head_batch_entries: int = 64
+    head_interval_ms: int = 500
+    #: Alarm when this many entries are waiting for a signed head.
+    head_lag_alarm_entries: int = 10_000
+    #: The structured record (JSON lines); None means <data_dir>/record.jsonl.
+    record_log: Path | None = None
+    extra: dict[str, str] = field(default_factory=dict, compare=False)
+
+    @property
+    def database_path(self) -> Path:
+        return self.data_dir / "exchange.sqlite"
+
+    @property
+    def record_log_path(self) -> Path:
+        return self.record_log if self.record_log is not None else self.data_dir / "record.jsonl"
+
+    @property
+    def server_key_path(self) -> Path:
+        return self.keys_dir / "server.ed25519.pem"
+
+    @property
+    def server_public_key_path(self) -> Path:
+        return self.keys_dir / "server.ed25519.pub"
+
+    @property
+    def uses_tls(self) -> bool:
+        return self.tls_cert is not None and self.tls_key is not None

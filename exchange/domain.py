@@ -1,0 +1,199 @@
+"""The exchange's domain words as plain typed values, shared by service, store and web."""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+
+
+class AgencyKind(StrEnum):
+    CHILDRENS_SOCIAL_CARE = "children_social_care"
+    POLICE = "police"
+    HEALTH = "health"
+    EDUCATION = "education"
+    EARLY_HELP = "early_help"
+    YOUTH_JUSTICE = "youth_justice"
+    LOCAL_AUTHORITY_OTHER = "local_authority_other"
+    VOLUNTARY_SECTOR = "voluntary_sector"
+
+
+class Role(StrEnum):
+    PRACTITIONER = "practitioner"
+    MANAGER = "manager"
+    SAFEGUARDING_LEAD = "safeguarding_lead"
+    AGENCY_ADMIN = "agency_admin"
+    AUDITOR = "auditor"
+
+
+#: Roles whose signature counts as the senior approval for sharing without consent.
+APPROVER_ROLES = frozenset({Role.MANAGER, Role.SAFEGUARDING_LEAD})
+
+
+class KeyUse(StrEnum):
+    SIGNING = "signing"
+    ENCRYPTION = "encryption"
+
+
+class PacketStatus(StrEnum):
+    AWAITING_APPROVAL = "awaiting_approval"
+    REFUSED = "refused"
+    DELIVERED = "delivered"
+
+
+class DeliveryStatus(StrEnum):
+    PENDING = "pending"  # awaiting approval; not yet visible to the recipient
+    DELIVERED = "delivered"
+    OPENED = "opened"
+    ACKNOWLEDGED = "acknowledged"
+    WITHDRAWN = "withdrawn"  # approval refused before delivery
+
+
+def new_id(prefix: str) -> str:
+    """Random, unguessable ids: an id says nothing about the child, the agency or the time."""
+    return f"{prefix}_{secrets.token_hex(12)}"
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def iso(moment: datetime) -> str:
+    """RFC 3339 UTC with a ``Z`` and millisecond precision: the one time format on the wire."""
+    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def parse_iso(text: str) -> datetime:
+    moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment
+
+
+@dataclass(frozen=True)
+class Agency:
+    id: str
+    name: str
+    kind: AgencyKind
+    created: str
+
+
+@dataclass(frozen=True)
+class MemberKey:
+    key_id: str
+    member_id: str
+    use: KeyUse
+    public_bytes: bytes
+    not_before: str
+    not_after: str | None
+    revoked_at: str | None
+    created: str
+
+    def valid_at(self, moment: datetime) -> bool:
+        if self.revoked_at is not None and parse_iso(self.revoked_at) <= moment:
+            return False
+        if parse_iso(self.not_before) > moment:
+            return False
+        return self.not_after is None or parse_iso(self.not_after) > moment
+
+
+@dataclass(frozen=True)
+class Member:
+    id: str
+    agency_id: str
+    display_name: str
+    roles: frozenset[Role]
+    created: str
+    active: bool = True
+
+    def has_any(self, *roles: Role) -> bool:
+        return bool(self.roles.intersection(roles))
+
+
+@dataclass(frozen=True)
+class Actor:
+    """The authenticated member behind a request, with the key that signed it."""
+
+    member: Member
+    agency: Agency
+    key_id: str
+
+    @property
+    def member_id(self) -> str:
+        return self.member.id
+
+    @property
+    def agency_id(self) -> str:
+        return self.agency.id
+
+
+@dataclass(frozen=True)
+class Event:
+    """Something that happened, as the ledger records it: codes and ids, never content."""
+
+    type: str
+    actor_member: str | None
+    actor_agency: str | None
+    packet: str | None = None
+    manifest_digest: str | None = None
+    details: Mapping[str, Any] = field(default_factory=dict)
+
+    def entry(self, seq: int, time: str) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "seq": seq,
+            "time": time,
+            "type": self.type,
+            "actor": {"member": self.actor_member, "agency": self.actor_agency},
+            "details": dict(self.details),
+        }
+        if self.packet is not None:
+            out["packet"] = self.packet
+        if self.manifest_digest is not None:
+            out["manifest_digest"] = self.manifest_digest
+        return out
+
+
+@dataclass(frozen=True)
+class LedgerReceipt:
+    """Where an event landed in the ledger: enough to ask for an inclusion proof later."""
+
+    seq: int
+    leaf_hash: bytes
+    entry: bytes
+
+
+@dataclass(frozen=True)
+class PacketRecord:
+    id: str
+    sender_member: str
+    sender_agency: str
+    manifest: bytes
+    manifest_digest: str
+    signature: bytes
+    body: bytes
+    purpose: str
+    kind: str
+    urgency: str
+    status: PacketStatus
+    created: str
+    approval: Mapping[str, Any] | None
+    ack_due: str | None
+    action_due: str | None
+    approval_due: str | None
+
+
+@dataclass(frozen=True)
+class DeliveryRecord:
+    packet_id: str
+    recipient_member: str
+    recipient_agency: str
+    encryption_key: str
+    sealed_key: bytes
+    status: DeliveryStatus
+    delivered_at: str | None
+    opened_at: str | None
+    acknowledged_at: str | None
+    ack_signature: bytes | None

@@ -1,0 +1,150 @@
+"""The project's one error hierarchy.
+
+Every error the domain raises is an :class:`ExchangeError`. Each carries a stable ``code``
+(rendered as the problem type, RFC 9457), an HTTP ``status`` and a plain-English ``detail``
+that is safe to show a practitioner: it never holds content, key material, SQL or a
+traceback. Library exceptions are wrapped at the edge of the module that calls the library.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+
+class ExchangeError(Exception):
+    """Base class of every error the exchange raises on purpose."""
+
+    code: ClassVar[str] = "exchange.error"
+    status: ClassVar[int] = 500
+    title: ClassVar[str] = "The exchange could not complete the request"
+
+    def __init__(self, detail: str, *, extras: Mapping[str, Any] | None = None) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        self.extras: dict[str, Any] = dict(extras or {})
+
+
+class InvalidRequest(ExchangeError):
+    """The request is not well formed (bad JSON, missing parameter, wrong type)."""
+
+    code = "request.invalid"
+    status = 400
+    title = "The request is not well formed"
+
+
+class SchemaViolation(ExchangeError):
+    """A document does not match its JSON Schema in ``schemas/``."""
+
+    code = "schema.invalid"
+    status = 422
+    title = "The document does not match its schema"
+
+
+class PayloadTooLarge(ExchangeError):
+    code = "request.too_large"
+    status = 413
+    title = "The request body is too large"
+
+
+class AuthenticationFailed(ExchangeError):
+    """The request is unsigned, badly signed, stale, replayed or from an unknown key."""
+
+    code = "auth.failed"
+    status = 401
+    title = "The request could not be authenticated"
+
+
+class Forbidden(ExchangeError):
+    """The member is authenticated but their role or relationship does not allow this."""
+
+    code = "auth.forbidden"
+    status = 403
+    title = "You are not allowed to do this"
+
+
+class NotFound(ExchangeError):
+    """The thing does not exist, or exists but the caller may not know it does."""
+
+    code = "not_found"
+    status = 404
+    title = "Not found"
+
+
+class Conflict(ExchangeError):
+    """The request clashes with the current state (already acknowledged, duplicate id...)."""
+
+    code = "state.conflict"
+    status = 409
+    title = "The request conflicts with the current state"
+
+
+class RateLimited(ExchangeError):
+    code = "request.rate_limited"
+    status = 429
+    title = "Too many requests"
+
+
+class CryptoError(ExchangeError):
+    """A signature, seal or digest does not verify, or key material is unusable."""
+
+    code = "crypto.invalid"
+    status = 422
+    title = "A signature, seal or digest does not verify"
+
+
+class KeyFileError(ExchangeError):
+    """A key file is missing, unreadable, or too widely readable."""
+
+    code = "keys.file"
+    status = 500
+    title = "A key file cannot be used"
+
+
+class LedgerProofError(ExchangeError):
+    """A Merkle inclusion or consistency proof, or a ledger export, does not verify."""
+
+    code = "ledger.proof_invalid"
+    status = 422
+    title = "The ledger proof does not verify"
+
+
+class StoreUnavailable(ExchangeError):
+    code = "store.unavailable"
+    status = 503
+    title = "The store is not reachable"
+
+
+@dataclass(frozen=True)
+class Violation:
+    """One broken sharing rule: which rule, where in the manifest, and why in plain words."""
+
+    rule: str
+    path: str
+    message: str
+    source: str = ""
+    details: Mapping[str, Any] = field(default_factory=dict)
+
+    def as_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"rule": self.rule, "path": self.path, "message": self.message}
+        if self.source:
+            out["source"] = self.source
+        return out
+
+
+class PolicyViolation(ExchangeError):
+    """The packet breaks one or more sharing rules; ``violations`` lists every one."""
+
+    code = "policy.violation"
+    status = 422
+    title = "The packet breaks the sharing rules"
+
+    def __init__(self, violations: Sequence[Violation]) -> None:
+        count = len(violations)
+        noun = "rule" if count == 1 else "rules"
+        super().__init__(
+            f"The packet was not sent: it breaks {count} sharing {noun}. Nothing was delivered.",
+            extras={"violations": [v.as_json() for v in violations]},
+        )
+        self.violations = tuple(violations)

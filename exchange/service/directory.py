@@ -1,0 +1,260 @@
+"""Directory use cases: agencies, members, their keys, and who a signed request comes from."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from exchange import crypto, schemas
+from exchange.domain import (
+    Actor,
+    Agency,
+    AgencyKind,
+    Event,
+    KeyUse,
+    Member,
+    MemberKey,
+    Role,
+    iso,
+    new_id,
+    parse_iso,
+)
+from exchange.errors import AuthenticationFailed, Forbidden, InvalidRequest, NotFound
+from exchange.service.context import Change, ServiceContext
+
+
+@dataclass(frozen=True)
+class RegisteredMember:
+    member: Member
+    signing_key: MemberKey
+    encryption_key: MemberKey
+
+
+def _make_key(member_id: str, use: KeyUse, public: bytes, now: datetime, not_after: str | None) -> MemberKey:
+    if use is KeyUse.SIGNING:
+        key_id = crypto.check_signing_public_key(public)
+    else:
+        key_id = crypto.check_encryption_public_key(public)
+    if not_after is not None and parse_iso(not_after) <= now:
+        raise InvalidRequest("A key's validity must end in the future.")
+    return MemberKey(key_id, member_id, use, public, iso(now), not_after, None, iso(now))
+
+
+async def create_agency(ctx: ServiceContext, name: str, kind: str) -> Agency:
+    """Create an agency. Only the operator does this (``exchange init`` / seeding), never the API."""
+    try:
+        agency_kind = AgencyKind(kind)
+    except ValueError:
+        raise InvalidRequest(
+            f"Unknown agency kind {kind!r}; use one of: {', '.join(k.value for k in AgencyKind)}."
+        ) from None
+    async with ctx.change() as change:
+        agency = Agency(new_id("agy"), name, agency_kind, iso(change.now))
+        await change.tx.insert_agency(agency)
+        await change.record(
+            Event("agency.created", None, agency.id, details={"agency": agency.id, "kind": agency_kind.value})
+        )
+    return agency
+
+
+async def _register(
+    change: Change,
+    actor: Actor | None,
+    agency: Agency,
+    display_name: str,
+    roles: Iterable[Role],
+    signing_public: bytes,
+    encryption_public: bytes,
+    not_after: Mapping[str, str | None],
+) -> RegisteredMember:
+    member = Member(new_id("mem"), agency.id, display_name, frozenset(roles), iso(change.now))
+    signing = _make_key(member.id, KeyUse.SIGNING, signing_public, change.now, not_after.get("signing"))
+    encryption = _make_key(
+        member.id, KeyUse.ENCRYPTION, encryption_public, change.now, not_after.get("encryption")
+    )
+    await change.tx.insert_member(member)
+    await change.tx.insert_key(signing)
+    await change.tx.insert_key(encryption)
+    await change.record(
+        Event(
+            "member.registered",
+            actor.member_id if actor else None,
+            agency.id,
+            details={
+                "member": member.id,
+                "roles": sorted(r.value for r in member.roles),
+                "signing_key": signing.key_id,
+                "encryption_key": encryption.key_id,
+            },
+        )
+    )
+    return RegisteredMember(member, signing, encryption)
+
+
+async def bootstrap_member(
+    ctx: ServiceContext,
+    agency: Agency,
+    display_name: str,
+    roles: Iterable[Role],
+    signing_public: bytes,
+    encryption_public: bytes,
+) -> RegisteredMember:
+    """Register a member as the operator (``exchange init``, demo seeding): no API actor."""
+    async with ctx.change() as change:
+        return await _register(
+            change, None, agency, display_name, roles, signing_public, encryption_public, {}
+        )
+
+
+async def register_member(ctx: ServiceContext, actor: Actor, document: Any) -> RegisteredMember:
+    """An agency admin registers a member of their own agency, with the member's public keys."""
+    schemas.check(document, "member.v1", what="member registration")
+    if Role.AGENCY_ADMIN not in actor.member.roles:
+        raise Forbidden("Only an agency admin can register members.")
+    if document["agency"] != actor.agency_id:
+        raise Forbidden("An agency admin can register members of their own agency only.")
+    signing_public = crypto.b64decode(document["signing_key"]["public"], what="signing key")
+    encryption_public = crypto.b64decode(document["encryption_key"]["public"], what="encryption key")
+    async with ctx.change() as change:
+        return await _register(
+            change,
+            actor,
+            actor.agency,
+            document["display_name"],
+            (Role(r) for r in document["roles"]),
+            signing_public,
+            encryption_public,
+            {
+                "signing": document["signing_key"].get("not_after"),
+                "encryption": document["encryption_key"].get("not_after"),
+            },
+        )
+
+
+async def _member_in_reach(ctx: ServiceContext, actor: Actor, member_id: str) -> Member:
+    """The member, if the actor is that member or an admin of their agency; otherwise 404/403."""
+    member = await ctx.store.get_member(member_id)
+    if member is None:
+        raise NotFound("No such member.")
+    if member.id == actor.member_id:
+        return member
+    if Role.AGENCY_ADMIN in actor.member.roles and member.agency_id == actor.agency_id:
+        return member
+    raise Forbidden("Only the member or an admin of their agency can manage their keys.")
+
+
+async def add_key(ctx: ServiceContext, actor: Actor, member_id: str, document: Any) -> MemberKey:
+    """Rotation: add a new key for a member (the member, or their agency's admin)."""
+    schemas.check(document, "key.v1", what="key")
+    member = await _member_in_reach(ctx, actor, member_id)
+    public = crypto.b64decode(document["public"], what="public key")
+    async with ctx.change() as change:
+        key = _make_key(member.id, KeyUse(document["use"]), public, change.now, document.get("not_after"))
+        await change.tx.insert_key(key)
+        await change.record(
+            Event(
+                "key.added",
+                actor.member_id,
+                actor.agency_id,
+                details={"member": member.id, "key": key.key_id, "use": key.use.value},
+            )
+        )
+    return key
+
+
+async def revoke_key(ctx: ServiceContext, actor: Actor, key_id: str) -> MemberKey:
+    """Revoke a key at once; requests signed with it are refused from now on."""
+    key = await ctx.store.get_key(key_id)
+    if key is None:
+        raise NotFound("No such key.")
+    member = await _member_in_reach(ctx, actor, key.member_id)
+    async with ctx.change() as change:
+        await change.tx.revoke_key(key_id, iso(change.now))
+        await change.record(
+            Event(
+                "key.revoked",
+                actor.member_id,
+                actor.agency_id,
+                details={"member": member.id, "key": key_id, "use": key.use.value},
+            )
+        )
+    revoked = await ctx.store.get_key(key_id)
+    assert revoked is not None
+    return revoked
+
+
+async def actor_for_key(ctx: ServiceContext, key_id: str, now: datetime) -> tuple[Actor, MemberKey]:
+    """The member a request-signing key belongs to, if the key is current; 401 otherwise."""
+    key = await ctx.store.get_key(key_id)
+    if key is None or key.use is not KeyUse.SIGNING:
+        raise AuthenticationFailed("The request is signed with an unknown key.")
+    if not key.valid_at(now):
+        raise AuthenticationFailed("The request is signed with a key that is revoked or not valid now.")
+    member = await ctx.store.get_member(key.member_id)
+    if member is None or not member.active:
+        raise AuthenticationFailed("The request is signed by a member who is not active.")
+    agency = await ctx.store.get_agency(member.agency_id)
+    if agency is None:
+        raise AuthenticationFailed("The member's agency no longer exists.")
+    return Actor(member, agency, key.key_id), key
+
+
+async def current_key(ctx: ServiceContext, member_id: str, use: KeyUse, now: datetime) -> MemberKey | None:
+    """The member's newest key of ``use`` that is valid now (rotation: newest wins)."""
+    keys = [k for k in await ctx.store.member_keys(member_id) if k.use is use and k.valid_at(now)]
+    return keys[-1] if keys else None
+
+
+async def directory(ctx: ServiceContext, agency_id: str | None = None) -> dict[str, Any]:
+    """Agencies and members with their current public keys: what a sender needs to seal a packet."""
+    now = ctx.clock()
+    agencies = await ctx.store.list_agencies()
+    members = await ctx.store.list_members(agency_id)
+    listed = []
+    for member in members:
+        if not member.active:
+            continue
+        keys = [k for k in await ctx.store.member_keys(member.id) if k.valid_at(now)]
+        listed.append(
+            {
+                "id": member.id,
+                "agency": member.agency_id,
+                "display_name": member.display_name,
+                "roles": sorted(r.value for r in member.roles),
+                "keys": [
+                    {
+                        "key_id": k.key_id,
+                        "use": k.use.value,
+                        "public": crypto.b64encode(k.public_bytes),
+                        "not_before": k.not_before,
+                        "not_after": k.not_after,
+                    }
+                    for k in keys
+                ],
+            }
+        )
+    return {
+        "agencies": [{"id": a.id, "name": a.name, "kind": a.kind.value} for a in agencies],
+        "members": listed,
+    }
+
+
+def describe_member(member: Member, keys: Iterable[MemberKey]) -> dict[str, Any]:
+    return {
+        "id": member.id,
+        "agency": member.agency_id,
+        "display_name": member.display_name,
+        "roles": sorted(r.value for r in member.roles),
+        "keys": [
+            {
+                "key_id": k.key_id,
+                "use": k.use.value,
+                "not_before": k.not_before,
+                "not_after": k.not_after,
+                "revoked_at": k.revoked_at,
+            }
+            for k in keys
+        ],
+    }

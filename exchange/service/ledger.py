@@ -1,0 +1,271 @@
+"""Ledger use cases: signing tree heads off the request path, auditors' reads, senders' receipts.
+
+Appending happens in every state change's own transaction (see :class:`ServiceContext.change`).
+Signing tree heads is batched by :class:`HeadSigner`, a background task woken when the ledger
+grows: it signs when N entries are waiting or T milliseconds have passed, and raises an alarm
+(logged, and shown by ``/health``) when the unsigned tail grows past a threshold — a logging
+subsystem must never stall the exchange, and must never fall behind silently either.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import time
+from collections.abc import AsyncIterator, Mapping
+from typing import Any
+
+from exchange import crypto
+from exchange.domain import Actor, Event, Role, iso, parse_iso
+from exchange.errors import Forbidden, InvalidRequest, NotFound
+from exchange.ledger import export, tree
+from exchange.ledger.heads import TreeHead, sign_tree_head
+from exchange.service.context import ServiceContext
+
+
+async def root_at(ctx: ServiceContext, size: int) -> bytes:
+    """The RFC 9162 root of the first ``size`` entries, from O(log n) stored subtree hashes."""
+    nodes = await ctx.store.ledger_nodes(tree.needed_nodes_for_root(size))
+    return tree.compute_root(size, nodes)
+
+
+class HeadSigner:
+    """Signs tree heads in batches in the background and reports whether it keeps up."""
+
+    def __init__(self, ctx: ServiceContext) -> None:
+        self.ctx = ctx
+        self._task: asyncio.Task[None] | None = None
+        self._alarm = False
+        self.last_signed_at: float | None = None
+
+    async def start(self) -> None:
+        await self.sign_now()
+        self._task = asyncio.create_task(self._run(), name="tree-head-signer")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        # Sign what is left so a clean shutdown leaves no unsigned tail.
+        await self.sign_now()
+
+    async def sign_now(self) -> TreeHead | None:
+        """Sign a head over the ledger as it is now, if it grew since the last head."""
+        size = await self.ctx.store.ledger_size()
+        latest = await self.ctx.store.latest_tree_head()
+        if latest is not None and latest.size >= size:
+            return latest
+        head = sign_tree_head(size, await root_at(self.ctx, size), iso(self.ctx.clock()), self.ctx.server_key)
+        async with self.ctx.store.write() as tx:
+            await tx.insert_tree_head(head)
+        self.last_signed_at = time.monotonic()
+        self.ctx.record.log.info("ledger.head_signed", size=head.size, root_hash=head.root_hash.hex())
+        return head
+
+    async def _run(self) -> None:
+        config = self.ctx.config
+        interval = config.head_interval_ms / 1000
+        waiting_since: float | None = None
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.ctx.ledger_grew.wait(), timeout=interval)
+            self.ctx.ledger_grew.clear()
+            try:
+                size = await self.ctx.store.ledger_size()
+                latest = await self.ctx.store.latest_tree_head()
+                signed = latest.size if latest else 0
+                lag = size - signed
+                if lag <= 0:
+                    waiting_since = None
+                    continue
+                now = time.monotonic()
+                waiting_since = waiting_since or now
+                if lag >= config.head_batch_entries or now - waiting_since >= interval:
+                    await self.sign_now()
+                    waiting_since = None
+                    lag = 0
+                self._check_alarm(lag)
+            except asyncio.CancelledError:
+                raise
+            except Exception as error:  # noqa: BLE001 - the signer must survive and raise the alarm
+                self._alarm = True
+                self.ctx.record.log.error("ledger.head_signing_failed", error_type=type(error).__name__)
+                await asyncio.sleep(interval)
+
+    def _check_alarm(self, lag: int) -> None:
+        alarm = lag >= self.ctx.config.head_lag_alarm_entries
+        if alarm and not self._alarm:
+            self.ctx.record.log.error("ledger.head_signing_lagging", unsigned_entries=lag)
+        self._alarm = alarm
+
+    async def health(self) -> dict[str, Any]:
+        size = await self.ctx.store.ledger_size()
+        latest = await self.ctx.store.latest_tree_head()
+        signed = latest.size if latest else 0
+        lag = size - signed
+        alarm = self._alarm or lag >= self.ctx.config.head_lag_alarm_entries
+        return {"size": size, "signed_size": signed, "unsigned": lag, "alarm": alarm}
+
+
+# ------------------------------------------------------------------------------ auditor reads
+
+
+def _require_auditor(actor: Actor) -> None:
+    if Role.AUDITOR not in actor.member.roles:
+        raise Forbidden("Only an auditor can read the ledger.")
+
+
+async def _record_read(ctx: ServiceContext, actor: Actor, what: str, params: Mapping[str, Any]) -> None:
+    """Every auditor's read of the ledger is itself an entry in the ledger (DESIGN.md section 6)."""
+    async with ctx.change() as change:
+        await change.record(
+            Event(
+                "ledger.read",
+                actor.member_id,
+                actor.agency_id,
+                details={"what": what, "params": {k: v for k, v in params.items() if v is not None}},
+            )
+        )
+
+
+async def _head_or_404(ctx: ServiceContext, size: int | None) -> TreeHead:
+    head = await (ctx.store.latest_tree_head() if size is None else ctx.store.tree_head(size))
+    if head is None:
+        raise NotFound(
+            "There is no signed tree head of that size (heads are signed in batches; retry shortly)."
+        )
+    return head
+
+
+async def latest_head(ctx: ServiceContext, actor: Actor) -> dict[str, Any]:
+    _require_auditor(actor)
+    await _record_read(ctx, actor, "head", {})
+    head = await _head_or_404(ctx, None)
+    return {"head": head.to_json(), "ledger_size": await ctx.store.ledger_size()}
+
+
+def _matches(entry: Mapping[str, Any], filters: Mapping[str, Any]) -> bool:
+    actor = entry.get("actor") or {}
+    details = entry.get("details") or {}
+    if filters.get("type") and entry.get("type") != filters["type"]:
+        return False
+    if filters.get("packet") and entry.get("packet") != filters["packet"]:
+        return False
+    if filters.get("member") and filters["member"] not in (
+        actor.get("member"),
+        details.get("member"),
+        details.get("recipient"),
+    ):
+        return False
+    if filters.get("agency") and filters["agency"] not in (
+        actor.get("agency"),
+        details.get("agency"),
+        details.get("recipient_agency"),
+    ):
+        return False
+    when = entry.get("time", "")
+    if filters.get("since") and when < filters["since"]:
+        return False
+    return not (filters.get("until") and when >= filters["until"])
+
+
+async def entries(
+    ctx: ServiceContext, actor: Actor, filters: Mapping[str, Any], start: int, limit: int
+) -> dict[str, Any]:
+    """Entries from ``start`` matching the filters (time, type, agency, member, packet), paged."""
+    _require_auditor(actor)
+    for bound in ("since", "until"):
+        if filters.get(bound):
+            try:
+                filters = dict(filters) | {bound: iso(parse_iso(str(filters[bound])))}
+            except ValueError:
+                raise InvalidRequest(f"'{bound}' must be an RFC 3339 time.") from None
+    await _record_read(ctx, actor, "entries", dict(filters) | {"start": start, "limit": limit})
+    found: list[dict[str, Any]] = []
+    next_start = None
+    scanned = 0
+    async for seq, entry, leaf in ctx.store.iter_ledger(start=start):
+        scanned += 1
+        parsed = json.loads(entry)
+        if _matches(parsed, filters):
+            found.append({"seq": seq, "leaf_hash": leaf.hex(), "entry": parsed})
+            if len(found) >= limit:
+                next_start = seq + 1
+                break
+    return {"entries": found, "next_start": next_start}
+
+
+async def inclusion(ctx: ServiceContext, seq: int, size: int | None) -> dict[str, Any]:
+    """An RFC 9162 inclusion proof of entry ``seq`` in the signed head of ``size`` (default: latest)."""
+    head = await _head_or_404(ctx, size)
+    if not 0 <= seq < head.size:
+        raise NotFound(f"Entry {seq} is not inside the signed tree of size {head.size} yet; retry shortly.")
+    rows = await ctx.store.ledger_entries(seq, seq + 1)
+    keys = tree.needed_nodes_for_inclusion(seq, head.size)
+    proof = tree.compute_inclusion_proof(seq, head.size, await ctx.store.ledger_nodes(keys))
+    return {
+        "seq": seq,
+        "leaf_hash": crypto.b64encode(rows[0][2]),
+        "entry": crypto.b64encode(rows[0][1]),
+        "proof": [crypto.b64encode(p) for p in proof],
+        "head": head.to_json(),
+    }
+
+
+async def audit_inclusion(ctx: ServiceContext, actor: Actor, seq: int, size: int | None) -> dict[str, Any]:
+    _require_auditor(actor)
+    await _record_read(ctx, actor, "inclusion_proof", {"seq": seq, "size": size})
+    return await inclusion(ctx, seq, size)
+
+
+async def consistency(
+    ctx: ServiceContext, actor: Actor, old_size: int, new_size: int | None
+) -> dict[str, Any]:
+    """An RFC 9162 consistency proof between two signed heads."""
+    _require_auditor(actor)
+    await _record_read(ctx, actor, "consistency_proof", {"from": old_size, "to": new_size})
+    new = await _head_or_404(ctx, new_size)
+    old = await _head_or_404(ctx, old_size)
+    if old.size > new.size:
+        raise InvalidRequest("The first size must not be larger than the second.")
+    keys = tree.needed_nodes_for_consistency(old.size, new.size)
+    proof = tree.compute_consistency_proof(old.size, new.size, await ctx.store.ledger_nodes(keys))
+    return {"old": old.to_json(), "new": new.to_json(), "proof": [crypto.b64encode(p) for p in proof]}
+
+
+async def receipt(ctx: ServiceContext, actor: Actor, seq: int) -> dict[str, Any]:
+    """A member's proof that an event they took part in is in the signed ledger."""
+    rows = await ctx.store.ledger_entries(seq, seq + 1)
+    if not rows:
+        raise NotFound("No such ledger entry.")
+    entry = json.loads(rows[0][1])
+    details = entry.get("details") or {}
+    involved = {(entry.get("actor") or {}).get("member"), details.get("recipient"), details.get("member")}
+    if actor.member_id not in involved and Role.AUDITOR not in actor.member.roles:
+        raise NotFound("No such ledger entry among your events.")
+    return await inclusion(ctx, seq, None)
+
+
+async def export_stream(ctx: ServiceContext, actor: Actor) -> AsyncIterator[bytes]:
+    """The whole ledger with its signed heads, as export lines, read in batches (never all in memory)."""
+    _require_auditor(actor)
+    await _record_read(ctx, actor, "export", {})
+    heads = await ctx.store.tree_heads()
+    signed = heads[-1].size if heads else 0
+    yield export.header_line(ctx.server_key.key_id, iso(ctx.clock()))
+    pending = iter(heads)
+    head = next(pending, None)
+    count = 0
+    while head is not None and head.size == 0:
+        yield export.head_line(head)
+        head = next(pending, None)
+    async for _, entry, _ in ctx.store.iter_ledger(start=0, stop=signed):
+        yield export.entry_line(count, entry)
+        count += 1
+        while head is not None and head.size == count:
+            yield export.head_line(head)
+            head = next(pending, None)
+    yield export.end_line(count, len(heads), signed)

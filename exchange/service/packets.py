@@ -1,0 +1,484 @@
+"""Packet use cases: submit, inbox, fetch, acknowledge, outbox.
+
+The server never sees content: it checks the manifest (schema, signature, recipients' keys,
+digests of the parts, the sharing rules) and stores ciphertext it cannot read.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from exchange import crypto, policy, schemas, statements
+from exchange.domain import (
+    APPROVER_ROLES,
+    Actor,
+    DeliveryRecord,
+    DeliveryStatus,
+    Event,
+    KeyUse,
+    LedgerReceipt,
+    PacketRecord,
+    PacketStatus,
+    iso,
+    parse_iso,
+)
+from exchange.errors import (
+    Conflict,
+    CryptoError,
+    ExchangeError,
+    Forbidden,
+    InvalidRequest,
+    NotFound,
+    PolicyViolation,
+    SchemaViolation,
+    Violation,
+)
+from exchange.service.context import ServiceContext
+
+
+@dataclass(frozen=True)
+class SubmissionReceipt:
+    packet_id: str
+    manifest_digest: str
+    status: PacketStatus
+    ledger: LedgerReceipt
+    ack_due: str | None
+    approval_due: str | None
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "packet_id": self.packet_id,
+            "manifest_digest": self.manifest_digest,
+            "status": self.status.value,
+            "ack_due": self.ack_due,
+            "approval_due": self.approval_due,
+            "ledger": {"seq": self.ledger.seq, "leaf_hash": self.ledger.leaf_hash.hex()},
+        }
+
+
+@dataclass(frozen=True)
+class _Checked:
+    """A submission whose parts have been verified, ready for the rules."""
+
+    manifest: dict[str, Any]
+    digest: str
+    signature: bytes
+    body: bytes
+    sealed_keys: dict[str, bytes]
+    recipient_agencies: dict[str, str]
+    recipient_kinds: dict[str, str]
+    approval: dict[str, Any] | None
+
+
+async def submit(ctx: ServiceContext, actor: Actor, document: Any) -> SubmissionReceipt:
+    """Check a packet submission and deliver it, hold it for approval, or reject it.
+
+    A rejection (schema, crypto or sharing rules) is itself recorded in the ledger, then raised;
+    nothing of a rejected packet is stored or delivered.
+    """
+    try:
+        checked = await _check_submission(ctx, actor, document)
+        decision = policy.evaluate(
+            checked.manifest,
+            policy.SharingContext(
+                sender_agency_kind=actor.agency.kind.value,
+                recipient_agency_kinds=checked.recipient_kinds,
+                approval_attached=checked.approval is not None and checked.approval["decision"] == "approve",
+                now=ctx.clock(),
+                recipient_cap=ctx.config.max_recipients,
+            ),
+            ctx.extras["catalogue"],
+        )
+        if checked.approval is not None and checked.approval["decision"] != "approve":
+            raise PolicyViolation(
+                [
+                    Violation(
+                        "without_consent.approval_refused",
+                        "/approval",
+                        "A manager refused this sharing; it cannot be sent with a refusal attached.",
+                    )
+                ]
+            )
+        if decision.violations:
+            raise PolicyViolation(decision.violations)
+    except (SchemaViolation, CryptoError, PolicyViolation, InvalidRequest) as error:
+        await _record_rejection(ctx, actor, document, error)
+        raise
+    return await _accept(ctx, actor, checked, decision)
+
+
+async def _record_rejection(ctx: ServiceContext, actor: Actor, document: Any, error: ExchangeError) -> None:
+    manifest = document.get("manifest") if isinstance(document, Mapping) else None
+    details: dict[str, Any] = {"code": error.code}
+    packet_id = None
+    if isinstance(manifest, Mapping):
+        if isinstance(manifest.get("purpose"), str):
+            details["purpose"] = manifest["purpose"][:80]
+        if isinstance(manifest.get("packet_id"), str):
+            packet_id = manifest["packet_id"][:80]
+    if isinstance(error, PolicyViolation):
+        details["rules"] = sorted({v.rule for v in error.violations})
+    async with ctx.change() as change:
+        await change.record(
+            Event("packet.rejected", actor.member_id, actor.agency_id, packet=packet_id, details=details)
+        )
+
+
+async def _check_submission(ctx: ServiceContext, actor: Actor, document: Any) -> _Checked:
+    schemas.check(document, "packet.v1", what="packet")
+    manifest = document["manifest"]
+    policy.validate_manifest_schema(manifest)
+    now = ctx.clock()
+
+    sender = manifest["sender"]
+    if sender["member"] != actor.member_id or sender["agency"] != actor.agency_id:
+        raise CryptoError("The manifest names a different sender from the member who signed this request.")
+    sender_key = await ctx.store.get_key(sender["signing_key"])
+    if (
+        sender_key is None
+        or sender_key.member_id != actor.member_id
+        or sender_key.use is not KeyUse.SIGNING
+        or not sender_key.valid_at(now)
+    ):
+        raise CryptoError("The manifest's signing key is not a current signing key of yours.")
+    signature = crypto.b64decode(document["signature"], what="manifest signature")
+    crypto.verify_manifest_signature(manifest, signature, sender_key.public_bytes)
+
+    recipients = manifest["recipients"]
+    if len(recipients) > ctx.config.max_recipients:
+        raise InvalidRequest(f"A packet may have at most {ctx.config.max_recipients} recipients.")
+    members = [r["member"] for r in recipients]
+    if len(set(members)) != len(members):
+        raise InvalidRequest("A recipient is listed twice.")
+    if actor.member_id in members:
+        raise InvalidRequest("You cannot send a packet to yourself.")
+    if set(document["sealed_keys"]) != set(members):
+        raise CryptoError("There must be exactly one sealed content key for each recipient.")
+    agencies: dict[str, str] = {}
+    kinds: dict[str, str] = {}
+    for recipient in recipients:
+        member = await ctx.store.get_member(recipient["member"])
+        if member is None or not member.active or member.agency_id != recipient["agency"]:
+            raise InvalidRequest(f"Recipient {recipient['member']} is not an active member of that agency.")
+        key = await ctx.store.get_key(recipient["encryption_key"])
+        if (
+            key is None
+            or key.member_id != member.id
+            or key.use is not KeyUse.ENCRYPTION
+            or not key.valid_at(now)
+        ):
+            raise CryptoError(f"The packet is sealed to a key that is not a current key of {member.id}.")
+        agency = await ctx.store.get_agency(member.agency_id)
+        assert agency is not None
+        agencies[member.id] = agency.id
+        kinds[member.id] = agency.kind.value
+
+    body = crypto.b64decode(document["body"], what="body")
+    sealed = {m: crypto.b64decode(v, what="sealed key") for m, v in document["sealed_keys"].items()}
+    crypto.check_content_digests(manifest, body, sealed)
+    digest = crypto.manifest_digest(manifest)
+
+    approval = document.get("approval")
+    if approval is not None:
+        await check_approval(ctx, actor.agency_id, manifest["packet_id"], digest, approval)
+    return _Checked(manifest, digest, signature, body, sealed, agencies, kinds, approval)
+
+
+async def check_approval(
+    ctx: ServiceContext, sender_agency: str, packet_id: str, digest: str, approval: Mapping[str, Any]
+) -> None:
+    """An approval must be signed by a manager or safeguarding lead of the sender's agency over this digest."""
+    approver = await ctx.store.get_member(approval["approver"])
+    if approver is None or approver.agency_id != sender_agency or not approver.has_any(*APPROVER_ROLES):
+        raise PolicyViolation(
+            [
+                Violation(
+                    "without_consent.approver_not_manager",
+                    "/approval/approver",
+                    "Only a manager or safeguarding lead of the sender's own agency can approve sharing"
+                    " without consent.",
+                    "SA practice tip 4; Seven golden rules, rule 3",
+                )
+            ]
+        )
+    key = await ctx.store.get_key(approval["key_id"])
+    if (
+        key is None
+        or key.member_id != approver.id
+        or key.use is not KeyUse.SIGNING
+        or not key.valid_at(ctx.clock())
+    ):
+        raise CryptoError(
+            "The approval is signed with a key that is not a current signing key of the approver."
+        )
+    statement = statements.approval_statement(packet_id, digest, approver.id, approval["decision"])
+    try:
+        crypto.verify_signature(
+            key.public_bytes, statement, crypto.b64decode(approval["signature"], what="approval")
+        )
+    except CryptoError:
+        raise CryptoError("The manager's approval does not verify over this manifest's digest.") from None
+
+
+async def _accept(
+    ctx: ServiceContext, actor: Actor, checked: _Checked, decision: policy.Decision
+) -> SubmissionReceipt:
+    manifest = checked.manifest
+    hold = decision.needs_approval and not decision.deliver_before_approval
+    status = PacketStatus.AWAITING_APPROVAL if hold else PacketStatus.DELIVERED
+    async with ctx.change() as change:
+        now = iso(change.now)
+        packet = PacketRecord(
+            id=manifest["packet_id"],
+            sender_member=actor.member_id,
+            sender_agency=actor.agency_id,
+            manifest=crypto.canonical_json(manifest),
+            manifest_digest=checked.digest,
+            signature=checked.signature,
+            body=checked.body,
+            purpose=manifest["purpose"],
+            kind=manifest["kind"],
+            urgency=manifest["urgency"],
+            status=status,
+            created=now,
+            approval=checked.approval,
+            ack_due=iso(decision.ack_due_by) if decision.ack_due_by else None,
+            action_due=iso(decision.action_due_by) if decision.action_due_by else None,
+            approval_due=iso(decision.approval_due_by) if decision.approval_due_by else None,
+        )
+        await change.tx.insert_packet(packet)
+        submitted = await change.record(
+            Event(
+                "packet.submitted",
+                actor.member_id,
+                actor.agency_id,
+                packet=packet.id,
+                manifest_digest=checked.digest,
+                details=_manifest_summary(manifest)
+                | {"approval": _approval_summary(checked.approval), "status": status.value},
+            )
+        )
+        for recipient in manifest["recipients"]:
+            member = recipient["member"]
+            await change.tx.insert_delivery(
+                DeliveryRecord(
+                    packet_id=packet.id,
+                    recipient_member=member,
+                    recipient_agency=checked.recipient_agencies[member],
+                    encryption_key=recipient["encryption_key"],
+                    sealed_key=checked.sealed_keys[member],
+                    status=DeliveryStatus.PENDING if hold else DeliveryStatus.DELIVERED,
+                    delivered_at=None if hold else now,
+                    opened_at=None,
+                    acknowledged_at=None,
+                    ack_signature=None,
+                )
+            )
+        if hold:
+            await change.record(
+                Event(
+                    "packet.awaiting_approval",
+                    actor.member_id,
+                    actor.agency_id,
+                    packet=packet.id,
+                    manifest_digest=checked.digest,
+                )
+            )
+        else:
+            await _record_deliveries(
+                change, actor.member_id, actor.agency_id, packet.id, checked.digest, manifest
+            )
+    return SubmissionReceipt(
+        packet.id, checked.digest, status, submitted, packet.ack_due, packet.approval_due
+    )
+
+
+async def _record_deliveries(
+    change: Any,
+    member: str | None,
+    agency: str | None,
+    packet_id: str,
+    digest: str,
+    manifest: Mapping[str, Any],
+) -> None:
+    for recipient in manifest["recipients"]:
+        await change.record(
+            Event(
+                "packet.delivered",
+                member,
+                agency,
+                packet=packet_id,
+                manifest_digest=digest,
+                details={"recipient": recipient["member"], "recipient_agency": recipient["agency"]},
+            )
+        )
+
+
+def _manifest_summary(manifest: Mapping[str, Any]) -> dict[str, Any]:
+    """What the ledger keeps of a manifest: codes and ids, never values or free text."""
+    consent = manifest.get("consent") or {}
+    without = manifest.get("without_consent") or {}
+    return {
+        "kind": manifest.get("kind"),
+        "purpose": manifest.get("purpose"),
+        "urgency": manifest.get("urgency"),
+        "recipients": [
+            {"member": r["member"], "agency": r["agency"]} for r in manifest.get("recipients", [])
+        ],
+        "fields": [f["name"] for f in manifest.get("fields", [])],
+        "lawful_basis": manifest.get("lawful_basis"),
+        "consent_status": consent.get("status"),
+        "without_consent_reason": without.get("reason"),
+        "subject": (manifest.get("subject") or {}).get("pseudonym"),
+    }
+
+
+def _approval_summary(approval: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    if approval is None:
+        return None
+    return {"approver": approval["approver"], "key_id": approval["key_id"], "decision": approval["decision"]}
+
+
+def _delivery_json(delivery: DeliveryRecord) -> dict[str, Any]:
+    return {
+        "member": delivery.recipient_member,
+        "agency": delivery.recipient_agency,
+        "status": delivery.status.value,
+        "delivered_at": delivery.delivered_at,
+        "opened_at": delivery.opened_at,
+        "acknowledged_at": delivery.acknowledged_at,
+    }
+
+
+def _packet_summary(packet: PacketRecord) -> dict[str, Any]:
+    return {
+        "packet_id": packet.id,
+        "from": {"member": packet.sender_member, "agency": packet.sender_agency},
+        "purpose": packet.purpose,
+        "kind": packet.kind,
+        "urgency": packet.urgency,
+        "status": packet.status.value,
+        "created": packet.created,
+        "manifest_digest": packet.manifest_digest,
+        "ack_due": packet.ack_due,
+        "action_due": packet.action_due,
+        "approval_due": packet.approval_due,
+    }
+
+
+async def inbox(ctx: ServiceContext, actor: Actor, limit: int = 100) -> list[dict[str, Any]]:
+    """Packets delivered to the member, newest first, with their delivery state."""
+    return [
+        _packet_summary(packet) | {"delivery": _delivery_json(delivery)}
+        for packet, delivery in await ctx.store.inbox(actor.member_id, limit)
+    ]
+
+
+async def outbox(ctx: ServiceContext, actor: Actor, limit: int = 100) -> list[dict[str, Any]]:
+    """Packets the member sent, each with every recipient's delivered / opened / acknowledged times."""
+    out = []
+    for packet in await ctx.store.outbox(actor.member_id, limit):
+        deliveries = await ctx.store.deliveries_for_packet(packet.id)
+        out.append(_packet_summary(packet) | {"recipients": [_delivery_json(d) for d in deliveries]})
+    return out
+
+
+async def fetch(ctx: ServiceContext, actor: Actor, packet_id: str) -> dict[str, Any]:
+    """The manifest, body and *this recipient's* sealed key; anyone else gets 404.
+
+    The first fetch marks the delivery opened and records it.
+    """
+    delivery = await _delivery_for(ctx, actor, packet_id)
+    packet = await ctx.store.get_packet(packet_id)
+    assert packet is not None
+    manifest = json.loads(packet.manifest)
+    sender_key = await ctx.store.get_key(manifest["sender"]["signing_key"])
+    if sender_key is None:
+        raise NotFound("The sender's key is no longer in the directory.")
+    if delivery.opened_at is None:
+        async with ctx.change() as change:
+            await change.tx.update_delivery(
+                packet_id, actor.member_id, status=DeliveryStatus.OPENED, opened_at=iso(change.now)
+            )
+            await change.record(
+                Event(
+                    "packet.opened",
+                    actor.member_id,
+                    actor.agency_id,
+                    packet=packet_id,
+                    manifest_digest=packet.manifest_digest,
+                )
+            )
+    return {
+        "packet_id": packet.id,
+        "manifest": manifest,
+        "manifest_digest": packet.manifest_digest,
+        "signature": crypto.b64encode(packet.signature),
+        "sender_signing_key": crypto.b64encode(sender_key.public_bytes),
+        "body": crypto.b64encode(packet.body),
+        "sealed_key": crypto.b64encode(delivery.sealed_key),
+        "approval": packet.approval,
+    }
+
+
+async def _delivery_for(ctx: ServiceContext, actor: Actor, packet_id: str) -> DeliveryRecord:
+    deliveries = await ctx.store.deliveries_for_packet(packet_id)
+    mine = [d for d in deliveries if d.recipient_member == actor.member_id]
+    if not mine or mine[0].status in (DeliveryStatus.PENDING, DeliveryStatus.WITHDRAWN):
+        # The same answer whether the packet does not exist or is someone else's.
+        raise NotFound("No such packet in your inbox.")
+    return mine[0]
+
+
+async def acknowledge(ctx: ServiceContext, actor: Actor, packet_id: str, document: Any) -> dict[str, Any]:
+    """A recipient's signed receipt over the manifest digest closes the first half of the loop."""
+    schemas.check(document, "acknowledgement.v1", what="acknowledgement")
+    delivery = await _delivery_for(ctx, actor, packet_id)
+    if delivery.acknowledged_at is not None:
+        raise Conflict("You have already acknowledged this packet.")
+    packet = await ctx.store.get_packet(packet_id)
+    assert packet is not None
+    key = await ctx.store.get_key(document["key_id"])
+    if key is None or key.member_id != actor.member_id or key.use is not KeyUse.SIGNING:
+        raise Forbidden("An acknowledgement must be signed with one of your own signing keys.")
+    signature = crypto.b64decode(document["signature"], what="acknowledgement signature")
+    statement = statements.acknowledgement_statement(packet_id, packet.manifest_digest, actor.member_id)
+    try:
+        crypto.verify_signature(key.public_bytes, statement, signature)
+    except CryptoError:
+        raise CryptoError("The acknowledgement does not verify over this packet's manifest digest.") from None
+    async with ctx.change() as change:
+        when = iso(change.now)
+        await change.tx.update_delivery(
+            packet_id,
+            actor.member_id,
+            status=DeliveryStatus.ACKNOWLEDGED,
+            opened_at=when if delivery.opened_at is None else None,
+            acknowledged_at=when,
+            ack_signature=signature,
+        )
+        receipt = await change.record(
+            Event(
+                "packet.acknowledged",
+                actor.member_id,
+                actor.agency_id,
+                packet=packet_id,
+                manifest_digest=packet.manifest_digest,
+                details={"key_id": key.key_id, "on_time": _on_time(packet.ack_due, change.now)},
+            )
+        )
+    return {
+        "packet_id": packet_id,
+        "acknowledged_at": when,
+        "ledger": {"seq": receipt.seq, "leaf_hash": receipt.leaf_hash.hex()},
+    }
+
+
+def _on_time(due: str | None, now: datetime) -> bool | None:
+    if due is None:
+        return None
+    return now <= parse_iso(due)

@@ -1,0 +1,59 @@
+"""The aiohttp application: middlewares, routes, and resources opened in ``cleanup_ctx``."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from datetime import datetime
+
+from aiohttp import web
+
+from exchange import bootstrap
+from exchange.config import Config
+from exchange.domain import utc_now
+from exchange.policy import load_catalogue
+from exchange.record import Record
+from exchange.service.context import ServiceContext
+from exchange.service.ledger import HeadSigner
+from exchange.store import open_store
+from exchange.web import approval_handlers, handlers, ledger_handlers
+from exchange.web.auth import RATE_LIMITER, _RateLimiter, auth_middleware, request_id_middleware
+from exchange.web.keys import CONFIG, CONTEXT, RECORD
+from exchange.web.problems import problem_middleware
+
+
+def build_app(
+    config: Config, *, clock: Callable[[], datetime] = utc_now, console: bool | None = None
+) -> web.Application:
+    """Build the application; the store, record and keys open when it starts and close when it stops."""
+    app = web.Application(
+        middlewares=[request_id_middleware, problem_middleware, auth_middleware],
+        client_max_size=config.max_body_bytes,
+    )
+    app[CONFIG] = config
+    app[RATE_LIMITER] = _RateLimiter(config.rate_limit_per_minute)
+
+    async def resources(app: web.Application) -> AsyncIterator[None]:
+        record = Record(config.record_log_path, console=console)
+        app[RECORD] = record
+        server_key = bootstrap.ensure_server_key(config)
+        store = await open_store(config.database_path)
+        ctx = ServiceContext(store=store, config=config, record=record, server_key=server_key, clock=clock)
+        ctx.extras["catalogue"] = load_catalogue()
+        app[CONTEXT] = ctx
+        signer = HeadSigner(ctx)
+        ctx.extras["head_signer"] = signer
+        await signer.start()
+        record.log.info("server.started", host=config.host, port=config.port, tls=config.uses_tls)
+        try:
+            yield
+        finally:
+            await signer.stop()
+            record.log.info("server.stopped")
+            await store.close()
+            record.close()
+
+    app.cleanup_ctx.append(resources)
+    app.add_routes(handlers.routes())
+    app.add_routes(approval_handlers.routes())
+    app.add_routes(ledger_handlers.routes())
+    return app

@@ -1,0 +1,88 @@
+"""Authentication middleware: every ``/v1/`` request is signed (RFC 9421) by a current member key.
+
+Order of checks: signature parameters present → key known, current and its member active →
+``created`` inside the window → signature and Content-Digest verify over method, path, query
+and body → the ``(keyid, nonce)`` pair is new (else it is a replay) → per-member rate limit.
+Every failure is a 401 (403 belongs to authorisation, decided later by the service).
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from collections import defaultdict, deque
+from datetime import timedelta
+
+from aiohttp import web
+from aiohttp.typedefs import Handler
+
+from exchange import httpsig
+from exchange.domain import iso
+from exchange.errors import AuthenticationFailed, RateLimited
+from exchange.service.directory import actor_for_key
+from exchange.web.keys import ACTOR, BODY, CONFIG, CONTEXT, REQUEST_ID
+
+#: Paths anyone may call without signing: liveness only, and it reveals nothing.
+PUBLIC_PATHS = frozenset({"/health"})
+
+
+class _RateLimiter:
+    """A sliding one-minute window per member, per server instance."""
+
+    def __init__(self, per_minute: int) -> None:
+        self.per_minute = per_minute
+        self._hits: defaultdict[str, deque[float]] = defaultdict(deque)
+
+    def check(self, member_id: str) -> None:
+        now = time.monotonic()
+        hits = self._hits[member_id]
+        while hits and hits[0] < now - 60:
+            hits.popleft()
+        if len(hits) >= self.per_minute:
+            raise RateLimited("Too many requests from your account in the last minute; wait and try again.")
+        hits.append(now)
+
+
+RATE_LIMITER = web.AppKey("rate_limiter", _RateLimiter)
+
+
+@web.middleware
+async def request_id_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    request[REQUEST_ID] = secrets.token_hex(8)
+    response = await handler(request)
+    response.headers["X-Request-Id"] = request[REQUEST_ID]
+    return response
+
+
+@web.middleware
+async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    if request.path in PUBLIC_PATHS or not request.path.startswith("/v1/"):
+        return await handler(request)
+    ctx = request.app[CONTEXT]
+    config = request.app[CONFIG]
+    body = await request.read()  # bounded by client_max_size: a larger body is a 413 already
+    request[BODY] = body
+    params = httpsig.signature_parameters(request.headers)
+    now = ctx.clock()
+    actor, key = await actor_for_key(ctx, params.key_id, now)
+    max_age = timedelta(seconds=config.signature_max_age_seconds)
+    httpsig.verify_request(
+        request.method,
+        str(request.url),
+        request.headers,
+        body,
+        key.public_bytes,
+        now=now,
+        max_age=max_age,
+        clock_skew=timedelta(seconds=config.signature_clock_skew_seconds),
+    )
+    async with ctx.store.write() as tx:
+        # A nonce only needs remembering while its signature could still be accepted.
+        fresh = await tx.remember_nonce(params.key_id, params.nonce, iso(now + max_age + max_age))
+        if secrets.randbelow(64) == 0:
+            await tx.purge_nonces(iso(now))
+    if not fresh:
+        raise AuthenticationFailed("This request was already received once (replayed nonce); sign it afresh.")
+    request.app[RATE_LIMITER].check(actor.member_id)
+    request[ACTOR] = actor
+    return await handler(request)

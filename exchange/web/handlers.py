@@ -1,0 +1,129 @@
+"""Thin handlers: the actor and body are already authenticated; parse, call one use case, render."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from aiohttp import web
+
+from exchange.errors import InvalidRequest, StoreUnavailable
+from exchange.service import directory, packets
+from exchange.web.keys import BODY, CONTEXT, actor_of
+
+
+def json_body(request: web.Request) -> Any:
+    raw: bytes = request.get(BODY, b"")
+    if not raw:
+        raise InvalidRequest("This request needs a JSON body.")
+    try:
+        return json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        raise InvalidRequest("The request body is not valid JSON.") from None
+
+
+def int_query(request: web.Request, name: str, default: int, *, low: int = 0, high: int = 10**12) -> int:
+    raw = request.query.get(name)
+    if raw is None:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise InvalidRequest(f"The query parameter {name!r} must be a whole number.") from None
+    if not low <= value <= high:
+        raise InvalidRequest(f"The query parameter {name!r} must be between {low} and {high}.")
+    return value
+
+
+def reply(data: Any, status: int = 200) -> web.Response:
+    return web.json_response(data, status=status)
+
+
+async def health(request: web.Request) -> web.Response:
+    ctx = request.app[CONTEXT]
+    try:
+        await ctx.store.ping()
+    except StoreUnavailable:
+        return reply({"status": "unavailable", "store": "unreachable"}, status=503)
+    report: dict[str, Any] = {"status": "ok", "store": "reachable"}
+    heads = ctx.extras.get("head_signer")
+    if heads is not None:
+        report["ledger"] = await heads.health()
+        if report["ledger"].get("alarm"):
+            report["status"] = "degraded"
+    return reply(report)
+
+
+async def me(request: web.Request) -> web.Response:
+    actor = actor_of(request)
+    keys = await request.app[CONTEXT].store.member_keys(actor.member_id)
+    return reply(directory.describe_member(actor.member, keys) | {"agency_kind": actor.agency.kind.value})
+
+
+async def get_directory(request: web.Request) -> web.Response:
+    actor_of(request)
+    return reply(await directory.directory(request.app[CONTEXT], request.query.get("agency")))
+
+
+async def register_member(request: web.Request) -> web.Response:
+    registered = await directory.register_member(request.app[CONTEXT], actor_of(request), json_body(request))
+    member = registered.member
+    return reply(
+        directory.describe_member(member, [registered.signing_key, registered.encryption_key]), status=201
+    )
+
+
+async def add_key(request: web.Request) -> web.Response:
+    key = await directory.add_key(
+        request.app[CONTEXT], actor_of(request), request.match_info["member_id"], json_body(request)
+    )
+    return reply({"key_id": key.key_id, "use": key.use.value, "not_before": key.not_before}, status=201)
+
+
+async def revoke_key(request: web.Request) -> web.Response:
+    key = await directory.revoke_key(request.app[CONTEXT], actor_of(request), request.match_info["key_id"])
+    return reply({"key_id": key.key_id, "revoked_at": key.revoked_at})
+
+
+async def submit_packet(request: web.Request) -> web.Response:
+    receipt = await packets.submit(request.app[CONTEXT], actor_of(request), json_body(request))
+    return reply(receipt.as_json(), status=201 if receipt.status.value == "delivered" else 202)
+
+
+async def inbox(request: web.Request) -> web.Response:
+    limit = int_query(request, "limit", 100, low=1, high=1000)
+    return reply({"packets": await packets.inbox(request.app[CONTEXT], actor_of(request), limit)})
+
+
+async def outbox(request: web.Request) -> web.Response:
+    limit = int_query(request, "limit", 100, low=1, high=1000)
+    return reply({"packets": await packets.outbox(request.app[CONTEXT], actor_of(request), limit)})
+
+
+async def fetch_packet(request: web.Request) -> web.Response:
+    return reply(
+        await packets.fetch(request.app[CONTEXT], actor_of(request), request.match_info["packet_id"])
+    )
+
+
+async def acknowledge(request: web.Request) -> web.Response:
+    result = await packets.acknowledge(
+        request.app[CONTEXT], actor_of(request), request.match_info["packet_id"], json_body(request)
+    )
+    return reply(result, status=201)
+
+
+def routes() -> list[web.RouteDef]:
+    return [
+        web.get("/health", health),
+        web.get("/v1/me", me),
+        web.get("/v1/directory", get_directory),
+        web.post("/v1/members", register_member),
+        web.post("/v1/members/{member_id}/keys", add_key),
+        web.post("/v1/keys/{key_id}/revoke", revoke_key),
+        web.post("/v1/packets", submit_packet),
+        web.get("/v1/inbox", inbox),
+        web.get("/v1/outbox", outbox),
+        web.get("/v1/packets/{packet_id}", fetch_packet),
+        web.post("/v1/packets/{packet_id}/acknowledgement", acknowledge),
+    ]

@@ -1,0 +1,66 @@
+"""Handlers for the ledger: auditors' reads and proofs, the export, and members' receipts."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from exchange.service import ledger
+from exchange.web.handlers import int_query, reply
+from exchange.web.keys import CONTEXT, actor_of
+
+_MAX = 2**53
+
+
+async def head(request: web.Request) -> web.Response:
+    return reply(await ledger.latest_head(request.app[CONTEXT], actor_of(request)))
+
+
+async def entries(request: web.Request) -> web.Response:
+    filters = {k: request.query.get(k) for k in ("type", "agency", "member", "packet", "since", "until")}
+    start = int_query(request, "start", 0, high=_MAX)
+    limit = int_query(request, "limit", 100, low=1, high=1000)
+    return reply(await ledger.entries(request.app[CONTEXT], actor_of(request), filters, start, limit))
+
+
+async def inclusion(request: web.Request) -> web.Response:
+    seq = int_query(request, "seq", -1, high=_MAX)
+    size = int_query(request, "size", -1, high=_MAX)
+    return reply(
+        await ledger.audit_inclusion(request.app[CONTEXT], actor_of(request), seq, None if size < 0 else size)
+    )
+
+
+async def consistency(request: web.Request) -> web.Response:
+    old = int_query(request, "from", 0, high=_MAX)
+    new = int_query(request, "to", -1, high=_MAX)
+    return reply(
+        await ledger.consistency(request.app[CONTEXT], actor_of(request), old, None if new < 0 else new)
+    )
+
+
+async def receipt(request: web.Request) -> web.Response:
+    seq = int(request.match_info["seq"])
+    return reply(await ledger.receipt(request.app[CONTEXT], actor_of(request), seq))
+
+
+async def export(request: web.Request) -> web.StreamResponse:
+    stream = ledger.export_stream(request.app[CONTEXT], actor_of(request))
+    first = await anext(stream)  # authorisation and the read's record happen before any byte is sent
+    response = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
+    await response.prepare(request)
+    await response.write(first)
+    async for line in stream:
+        await response.write(line)
+    await response.write_eof()
+    return response
+
+
+def routes() -> list[web.RouteDef]:
+    return [
+        web.get("/v1/ledger/head", head),
+        web.get("/v1/ledger/entries", entries),
+        web.get("/v1/ledger/proof/inclusion", inclusion),
+        web.get("/v1/ledger/proof/consistency", consistency),
+        web.get("/v1/ledger/export", export),
+        web.get(r"/v1/ledger/receipts/{seq:\d{1,15}}", receipt),
+    ]

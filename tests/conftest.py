@@ -1,0 +1,91 @@
+"""Fixtures: a real server on a real socket, with a real SQLite file and the demo directory."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import pytest
+from aiohttp.test_utils import TestServer
+
+from exchange import bootstrap
+from exchange.client import ExchangeClient
+from exchange.config import Config
+from exchange.domain import utc_now
+from exchange.keyfile import MemberCredentials
+from exchange.web.app import build_app
+
+
+class Clock:
+    """A clock tests can move; the server reads it through the service context."""
+
+    def __init__(self) -> None:
+        self.offset_seconds = 0.0
+
+    def __call__(self) -> datetime:
+        return utc_now() + timedelta(seconds=self.offset_seconds)
+
+
+@dataclass
+class Deployment:
+    """A running exchange and the demo members' credentials."""
+
+    url: str
+    config: Config
+    server: TestServer
+    key_dir: Path
+    clock: Clock
+
+    def credentials(self, label: str) -> MemberCredentials:
+        return MemberCredentials.load(self.key_dir / f"{label}.json")
+
+    def client(self, label: str) -> ExchangeClient:
+        linkage = bytes.fromhex((self.key_dir / "linkage.key").read_text().strip())
+        return ExchangeClient(self.url, self.credentials(label), linkage_key=linkage)
+
+    @property
+    def server_public_key(self) -> bytes:
+        from exchange import crypto
+
+        return crypto.b64decode(self.config.server_public_key_path.read_text().strip())
+
+
+def make_config(root: Path, **overrides: object) -> Config:
+    settings: dict[str, object] = {
+        "data_dir": root / "var",
+        "keys_dir": root / "keys",
+        "head_interval_ms": 50,
+        "head_batch_entries": 8,
+    }
+    settings.update(overrides)
+    return Config(**settings)  # type: ignore[arg-type]
+
+
+async def start_deployment(root: Path, **overrides: object) -> tuple[Deployment, Callable[[], Awaitable[None]]]:
+    config = make_config(root, **overrides)
+    key_dir = root / "keys" / "demo"
+    await bootstrap.seed_demo(config, key_dir=key_dir, server="http://unused")
+    clock = Clock()
+    server = TestServer(build_app(config, clock=clock, console=False), host="127.0.0.1", port=0)
+    await server.start_server()
+    url = str(server.make_url("")).rstrip("/")
+    return Deployment(url, config, server, key_dir, clock), server.close
+
+
+@pytest.fixture
+async def deployment(tmp_path: Path) -> AsyncIterator[Deployment]:
+    """The demo directory behind a real server on 127.0.0.1, with its SQLite file under tmp_path."""
+    running, close = await start_deployment(tmp_path)
+    try:
+        yield running
+    finally:
+        await close()
+
+
+@pytest.fixture
+def connect(deployment: Deployment) -> Callable[[str], AbstractAsyncContextManager[ExchangeClient]]:
+    """``async with connect("school-dsl") as client``: a signed client for a demo member."""
+    return deployment.client

@@ -1,0 +1,130 @@
+"""Every API request is signed (RFC 9421); unsigned, forged, stale and replayed requests get 401."""
+
+from __future__ import annotations
+
+import json
+from datetime import timedelta
+from typing import Any
+
+import aiohttp
+
+from exchange import httpsig
+from exchange.domain import utc_now
+from tests.conftest import Deployment
+
+
+async def _send(url: str, method: str, path: str, headers: dict[str, str], body: bytes = b"") -> tuple[int, Any]:
+    async with (
+        aiohttp.ClientSession() as session,
+        session.request(method, url + path, headers=headers, data=body or None) as response,
+    ):
+        payload = json.loads(await response.read())
+        assert response.headers["Content-Type"].startswith(
+            "application/problem+json" if response.status >= 400 else "application/json"
+        )
+        return response.status, payload
+
+
+async def test_signed_request_is_accepted(deployment: Deployment) -> None:
+    """A request signed with a member's current key reaches the API."""
+    key = deployment.credentials("school-dsl").signing
+    url = deployment.url + "/v1/me"
+    status, payload = await _send(deployment.url, "GET", "/v1/me", httpsig.sign_request("GET", url, b"", key))
+    assert status == 200
+    assert payload["roles"] == ["practitioner", "safeguarding_lead"]
+
+
+async def test_unsigned_request_is_refused(deployment: Deployment) -> None:
+    """No signature at all: 401 with a problem document naming the rule."""
+    status, problem = await _send(deployment.url, "GET", "/v1/me", {})
+    assert status == 401
+    assert problem["code"] == "auth.failed"
+    assert "not signed" in problem["detail"]
+
+
+async def test_bad_signature_is_refused(deployment: Deployment) -> None:
+    """A signature over one path presented on another does not verify."""
+    key = deployment.credentials("school-dsl").signing
+    headers = httpsig.sign_request("GET", deployment.url + "/v1/outbox", b"", key)
+    status, problem = await _send(deployment.url, "GET", "/v1/me", headers)
+    assert status == 401
+    assert "does not verify" in problem["detail"]
+
+
+async def test_changed_body_is_refused(deployment: Deployment) -> None:
+    """The Content-Digest covers the body: a body changed after signing is refused."""
+    key = deployment.credentials("school-admin").signing
+    url = deployment.url + "/v1/members"
+    headers = httpsig.sign_request("POST", url, b"{}", key) | {"Content-Type": "application/json"}
+    status, _ = await _send(deployment.url, "POST", "/v1/members", headers, b'{"x": 1}')
+    assert status == 401
+
+
+async def test_replayed_nonce_is_refused(deployment: Deployment) -> None:
+    """The same signed request sent twice: the second is a replay."""
+    key = deployment.credentials("school-dsl").signing
+    headers = httpsig.sign_request("GET", deployment.url + "/v1/me", b"", key)
+    first, _ = await _send(deployment.url, "GET", "/v1/me", headers)
+    second, problem = await _send(deployment.url, "GET", "/v1/me", headers)
+    assert (first, second) == (200, 401)
+    assert "replayed" in problem["detail"]
+
+
+async def test_stale_created_is_refused(deployment: Deployment) -> None:
+    """A signature created ten minutes ago is outside the window."""
+    key = deployment.credentials("school-dsl").signing
+    old = utc_now() - timedelta(minutes=10)
+    headers = httpsig.sign_request("GET", deployment.url + "/v1/me", b"", key, now=old)
+    status, problem = await _send(deployment.url, "GET", "/v1/me", headers)
+    assert status == 401
+    assert "too old" in problem["detail"]
+
+
+async def test_future_created_is_refused(deployment: Deployment) -> None:
+    """A signature dated in the future beyond the clock skew is refused."""
+    key = deployment.credentials("school-dsl").signing
+    later = utc_now() + timedelta(minutes=5)
+    headers = httpsig.sign_request("GET", deployment.url + "/v1/me", b"", key, now=later)
+    status, _ = await _send(deployment.url, "GET", "/v1/me", headers)
+    assert status == 401
+
+
+async def test_another_members_key_id_is_refused(deployment: Deployment) -> None:
+    """Signing with my private key but claiming another member's key id fails verification."""
+    mine = deployment.credentials("school-dsl").signing
+    theirs = deployment.credentials("csc-duty").signing
+    headers = httpsig.sign_request("GET", deployment.url + "/v1/me", b"", mine)
+    headers["Signature-Input"] = headers["Signature-Input"].replace(mine.key_id, theirs.key_id)
+    status, _ = await _send(deployment.url, "GET", "/v1/me", headers)
+    assert status == 401
+
+
+async def test_unknown_key_is_refused(deployment: Deployment) -> None:
+    """A well-formed signature from a key the directory does not know is refused."""
+    from exchange.crypto import SigningKey
+
+    stranger = SigningKey.generate()
+    headers = httpsig.sign_request("GET", deployment.url + "/v1/me", b"", stranger)
+    status, problem = await _send(deployment.url, "GET", "/v1/me", headers)
+    assert status == 401
+    assert "unknown key" in problem["detail"]
+
+
+async def test_revoked_key_is_refused(deployment: Deployment) -> None:
+    """After a member revokes their key, requests signed with it are refused."""
+    async with deployment.client("police-officer") as client:
+        key_id = client.credentials.signing.key_id
+        await client.revoke_key(key_id)
+        key = client.credentials.signing
+    headers = httpsig.sign_request("GET", deployment.url + "/v1/me", b"", key)
+    status, problem = await _send(deployment.url, "GET", "/v1/me", headers)
+    assert status == 401
+    assert "revoked" in problem["detail"]
+
+
+async def test_health_needs_no_signature(deployment: Deployment) -> None:
+    """/health is public and reports the store and the ledger's signing state."""
+    status, report = await _send(deployment.url, "GET", "/health", {})
+    assert status == 200
+    assert report["store"] == "reachable"
+    assert report["ledger"]["alarm"] is False
