@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -12,6 +13,10 @@ from exchange.domain import Agency, AgencyKind, Event
 from exchange.errors import Conflict
 from exchange.ledger import leaf_hash, root_hash, tree
 from exchange.store.sqlite import SqliteStore
+
+
+def _constant(entry: bytes) -> Callable[[int], bytes]:
+    return lambda _seq: entry
 
 
 async def _store(tmp_path: Path) -> SqliteStore:
@@ -43,11 +48,16 @@ async def test_a_failed_change_leaves_neither_state_nor_event(tmp_path: Path) ->
     """State change and ledger entry commit together or not at all."""
     store = await _store(tmp_path)
     agency = Agency("agy_1", "School", AgencyKind.EDUCATION, "2026-01-01T00:00:00.000Z")
-    with pytest.raises(RuntimeError):
+    event = Event("agency.created", None, None)
+
+    async def crash_mid_change() -> None:
         async with store.write() as tx:
             await tx.insert_agency(agency)
-            await tx.append_event(lambda seq: crypto.canonical_json(Event("agency.created", None, None).entry(seq, "t")))
+            await tx.append_event(lambda seq: crypto.canonical_json(event.entry(seq, "t")))
             raise RuntimeError("crash between the change and the commit")
+
+    with pytest.raises(RuntimeError):
+        await crash_mid_change()
     assert await store.list_agencies() == []
     assert await store.ledger_size() == 0
     await store.close()
@@ -76,7 +86,7 @@ async def test_ledger_nodes_give_the_same_root_as_rehashing(tmp_path: Path) -> N
     entries = [crypto.canonical_json({"seq": i, "type": "test"}) for i in range(37)]
     for entry in entries:
         async with store.write() as tx:
-            await tx.append_event(lambda _seq, e=entry: e)
+            await tx.append_event(_constant(entry))
     leaves = [leaf_hash(e) for e in entries]
     for size in (0, 1, 2, 3, 8, 17, 32, 37):
         nodes = await store.ledger_nodes(tree.needed_nodes_for_root(size))

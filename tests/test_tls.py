@@ -7,7 +7,6 @@ import socket
 import ssl
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import aiohttp
@@ -23,7 +22,7 @@ def _free_port() -> int:
 
 
 @pytest.fixture
-def tls_files(tmp_path: Path) -> Iterator[tuple[Path, Path, Path]]:
+def tls_files(tmp_path: Path) -> tuple[Path, Path, Path]:
     """A throwaway CA and a server certificate for 127.0.0.1."""
     ca = trustme.CA()
     cert = ca.issue_cert("127.0.0.1", "localhost")
@@ -31,7 +30,7 @@ def tls_files(tmp_path: Path) -> Iterator[tuple[Path, Path, Path]]:
     cert.private_key_and_cert_chain_pem.write_to_path(str(key_path))
     cert.cert_chain_pems[0].write_to_path(str(cert_path))
     ca.cert_pem.write_to_path(str(ca_path))
-    yield cert_path, key_path, ca_path
+    return cert_path, key_path, ca_path
 
 
 async def _wait_healthy(url: str, context: ssl.SSLContext, process: subprocess.Popen[bytes]) -> dict[str, object]:
@@ -53,10 +52,25 @@ async def test_serve_over_tls_answers_a_real_tls_connection(tmp_path: Path, tls_
     """A client trusting only the test CA completes a TLS handshake and gets /health."""
     cert, key, ca = tls_files
     port = _free_port()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "exchange.cli.main", "serve", "--data-dir", str(tmp_path / "var"),
-         "--keys-dir", str(tmp_path / "keys"), "--port", str(port), "--tls-cert", str(cert), "--tls-key", str(key)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    process = subprocess.Popen(  # noqa: ASYNC220 - started once, then awaited over the network
+        [
+            sys.executable,
+            "-m",
+            "exchange.cli.main",
+            "serve",
+            "--data-dir",
+            str(tmp_path / "var"),
+            "--keys-dir",
+            str(tmp_path / "keys"),
+            "--port",
+            str(port),
+            "--tls-cert",
+            str(cert),
+            "--tls-key",
+            str(key),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
     )
     try:
         context = ssl.create_default_context(cafile=str(ca))
@@ -76,9 +90,22 @@ async def test_serve_over_tls_answers_a_real_tls_connection(tmp_path: Path, tls_
 def test_plain_http_off_loopback_is_refused(tmp_path: Path) -> None:
     """Without a certificate the server will only listen on loopback."""
     result = subprocess.run(
-        [sys.executable, "-m", "exchange.cli.main", "serve", "--data-dir", str(tmp_path / "var"),
-         "--keys-dir", str(tmp_path / "keys"), "--host", "0.0.0.0"],  # noqa: S104 - the point of the test
-        capture_output=True, text=True, timeout=60, check=False,
+        [
+            sys.executable,
+            "-m",
+            "exchange.cli.main",
+            "serve",
+            "--data-dir",
+            str(tmp_path / "var"),
+            "--keys-dir",
+            str(tmp_path / "keys"),
+            "--host",
+            "0.0.0.0",  # noqa: S104 - refusing this address is the point of the test
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
     )
     assert result.returncode == 1
     assert "non-loopback" in result.stderr

@@ -14,9 +14,7 @@ from exchange.client import ExchangeClient
 def register(sub: Any) -> None:
     from exchange.cli.main import _client_options, with_client
 
-    approvals = sub.add_parser(
-        "approvals", help="(managers) sharing without consent waiting for your decision"
-    )
+    approvals = sub.add_parser("approvals", help="(managers) sharing without consent waiting for your decision")
     commands = approvals.add_subparsers(dest="approvals_command", required=True)
     p = commands.add_parser("list", help="packets of your agency awaiting (or owed) approval")
     _client_options(p)
@@ -26,9 +24,7 @@ def register(sub: Any) -> None:
     p.add_argument("packet_id")
     p.set_defaults(func=with_client(_show))
     for decision in ("approve", "refuse"):
-        p = commands.add_parser(
-            decision, help=f"{decision} sharing this packet without consent, signed by you"
-        )
+        p = commands.add_parser(decision, help=f"{decision} sharing this packet without consent, signed by you")
         _client_options(p)
         p.add_argument("packet_id")
         p.add_argument("--reason-code", help="a short code for your reason, e.g. risk_outweighs_refusal")

@@ -190,15 +190,11 @@ def _print_entries(result: Mapping[str, Any]) -> str:
 
 def _print_proof(result: Mapping[str, Any]) -> str:
     checked = (
-        "and its signature"
-        if result["head_signature_checked"]
-        else "(head signature not checked: give --server-key)"
+        "and its signature" if result["head_signature_checked"] else "(head signature not checked: give --server-key)"
     )
     if result["proof_type"] == "consistency":
         return f"Verified: the signed tree of size {result['from']} is a prefix of size {result['size']} {checked}."
-    return (
-        f"Verified: entry {result['seq']} is included in the signed tree of size {result['size']} {checked}."
-    )
+    return f"Verified: entry {result['seq']} is included in the signed tree of size {result['size']} {checked}."
 
 
 def _print_verified(result: Mapping[str, Any]) -> str:

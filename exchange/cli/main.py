@@ -40,9 +40,7 @@ def _client_options(parser: argparse.ArgumentParser) -> None:
         help="your member key file (default: $EXCHANGE_KEY_FILE)",
     )
     parser.add_argument("--server", help="server URL (default: the one in your key file, else %(default)s)")
-    parser.add_argument(
-        "--ca", type=Path, help="CA certificate (PEM) to trust for the server's TLS certificate"
-    )
+    parser.add_argument("--ca", type=Path, help="CA certificate (PEM) to trust for the server's TLS certificate")
     parser.add_argument(
         "--linkage-key", type=Path, help="deployment linkage key used to pseudonymise subject identifiers"
     )
@@ -67,9 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("init", help="create the server key, the first agency and its admin")
     _server_options(p)
     p.add_argument("--agency-name", required=True)
-    p.add_argument(
-        "--agency-kind", required=True, help="e.g. children_social_care, police, health, education"
-    )
+    p.add_argument("--agency-kind", required=True, help="e.g. children_social_care, police, health, education")
     p.add_argument("--admin-name", required=True)
     p.add_argument("--admin-key-file", type=Path, required=True, help="where to write the admin's key file")
     p.add_argument("--server-url", default=DEFAULT_SERVER)
@@ -86,9 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_serve)
 
     keys = sub.add_parser("keys", help="member keys").add_subparsers(dest="keys_command", required=True)
-    p = keys.add_parser(
-        "new", help="generate a new member key file (private, 0600) and show its public halves"
-    )
+    p = keys.add_parser("new", help="generate a new member key file (private, 0600) and show its public halves")
     _common(p)
     p.add_argument("file", type=Path)
     p.set_defaults(func=_keys_new)
@@ -100,18 +94,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("key_id")
     p.set_defaults(func=_keys_revoke)
 
-    members = sub.add_parser("members", help="the directory").add_subparsers(
-        dest="members_command", required=True
-    )
+    members = sub.add_parser("members", help="the directory").add_subparsers(dest="members_command", required=True)
     p = members.add_parser("add", help="(agency admin) register a member of your agency with their key file")
     _client_options(p)
     p.add_argument("--name", required=True)
-    p.add_argument(
-        "--roles", required=True, help="comma-separated: practitioner,manager,safeguarding_lead,..."
-    )
-    p.add_argument(
-        "--member-key", type=Path, required=True, help="the new member's key file (from 'keys new')"
-    )
+    p.add_argument("--roles", required=True, help="comma-separated: practitioner,manager,safeguarding_lead,...")
+    p.add_argument("--member-key", type=Path, required=True, help="the new member's key file (from 'keys new')")
     p.set_defaults(func=_members_add)
     p = members.add_parser("list", help="agencies and members in the directory")
     _client_options(p)
@@ -124,9 +112,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("send", help="seal and send a packet described in a JSON packet file")
     _client_options(p)
     p.add_argument("file", type=Path)
-    p.add_argument(
-        "--approval-from", type=Path, help="a manager's key file, to attach their approval at submission"
-    )
+    p.add_argument("--approval-from", type=Path, help="a manager's key file, to attach their approval at submission")
     p.set_defaults(func=_send)
 
     p = sub.add_parser("inbox", help="packets delivered to you")
@@ -251,9 +237,7 @@ def _serve(args: argparse.Namespace) -> int:
     if bool(args.tls_cert) != bool(args.tls_key):
         raise InvalidRequest("Give both --tls-cert and --tls-key, or neither.")
     if not args.tls_cert and not _is_loopback(args.host):
-        raise InvalidRequest(
-            "Refusing to serve plain HTTP on a non-loopback address: give --tls-cert and --tls-key."
-        )
+        raise InvalidRequest("Refusing to serve plain HTTP on a non-loopback address: give --tls-cert and --tls-key.")
     config = config_from(args, host=args.host, port=args.port, tls_cert=args.tls_cert, tls_key=args.tls_key)
     scheme = "https" if config.uses_tls else "http"
     url = f"{scheme}://{args.host}:{args.port}"
@@ -408,9 +392,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ApiError as error:
         return output.error(args, error.problem, error.http_status)
     except ExchangeError as error:
-        return output.error(
-            args, {"code": error.code, "title": error.title, "detail": error.detail} | error.extras
-        )
+        return output.error(args, {"code": error.code, "title": error.title, "detail": error.detail} | error.extras)
     except OSError as error:
         return output.error(
             args, {"code": "client.connection", "detail": f"Cannot reach the server or a file: {error}"}

@@ -159,9 +159,7 @@ def _member(result: Mapping[str, Any]) -> str:
     return (
         f"{result['display_name']}  {result['id']}\n  agency {result['agency']} ({result.get('agency_kind')})"
         f"\n  roles: {', '.join(result['roles'])}\n  keys: "
-        + ", ".join(
-            f"{k['key_id']} ({k['use']}{', revoked' if k.get('revoked_at') else ''})" for k in result["keys"]
-        )
+        + ", ".join(f"{k['key_id']} ({k['use']}{', revoked' if k.get('revoked_at') else ''})" for k in result["keys"])
     )
 
 

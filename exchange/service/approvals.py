@@ -50,11 +50,7 @@ async def _pending(ctx: ServiceContext, actor: Actor, packet_id: str) -> PacketR
     packet = await ctx.store.get_packet(packet_id)
     if packet is None or packet.sender_agency != actor.agency_id:
         raise NotFound("No such packet awaiting approval in your agency.")
-    owed = (
-        packet.status is PacketStatus.DELIVERED
-        and packet.approval is None
-        and packet.approval_due is not None
-    )
+    owed = packet.status is PacketStatus.DELIVERED and packet.approval is None and packet.approval_due is not None
     if packet.status is not PacketStatus.AWAITING_APPROVAL and not owed:
         raise Conflict(f"This packet is not waiting for a decision (it is {packet.status.value}).")
     return packet

@@ -27,9 +27,7 @@ class Change:
     async def record(self, event: Event) -> LedgerReceipt:
         """Append ``event`` to the ledger inside this change's transaction."""
         time = iso(self.now)
-        seq, entry, leaf = await self.tx.append_event(
-            lambda seq: crypto.canonical_json(event.entry(seq, time))
-        )
+        seq, entry, leaf = await self.tx.append_event(lambda seq: crypto.canonical_json(event.entry(seq, time)))
         receipt = LedgerReceipt(seq, leaf, entry)
         self.receipts.append((event, receipt))
         return receipt

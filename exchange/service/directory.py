@@ -71,9 +71,7 @@ async def _register(
 ) -> RegisteredMember:
     member = Member(new_id("mem"), agency.id, display_name, frozenset(roles), iso(change.now))
     signing = _make_key(member.id, KeyUse.SIGNING, signing_public, change.now, not_after.get("signing"))
-    encryption = _make_key(
-        member.id, KeyUse.ENCRYPTION, encryption_public, change.now, not_after.get("encryption")
-    )
+    encryption = _make_key(member.id, KeyUse.ENCRYPTION, encryption_public, change.now, not_after.get("encryption"))
     await change.tx.insert_member(member)
     await change.tx.insert_key(signing)
     await change.tx.insert_key(encryption)
@@ -103,9 +101,7 @@ async def bootstrap_member(
 ) -> RegisteredMember:
     """Register a member as the operator (``exchange init``, demo seeding): no API actor."""
     async with ctx.change() as change:
-        return await _register(
-            change, None, agency, display_name, roles, signing_public, encryption_public, {}
-        )
+        return await _register(change, None, agency, display_name, roles, signing_public, encryption_public, {})
 
 
 async def register_member(ctx: ServiceContext, actor: Actor, document: Any) -> RegisteredMember:

@@ -134,9 +134,7 @@ async def _record_read(ctx: ServiceContext, actor: Actor, what: str, params: Map
 async def _head_or_404(ctx: ServiceContext, size: int | None) -> TreeHead:
     head = await (ctx.store.latest_tree_head() if size is None else ctx.store.tree_head(size))
     if head is None:
-        raise NotFound(
-            "There is no signed tree head of that size (heads are signed in batches; retry shortly)."
-        )
+        raise NotFound("There is no signed tree head of that size (heads are signed in batches; retry shortly).")
     return head
 
 
@@ -221,9 +219,7 @@ async def audit_inclusion(ctx: ServiceContext, actor: Actor, seq: int, size: int
     return await inclusion(ctx, seq, size)
 
 
-async def consistency(
-    ctx: ServiceContext, actor: Actor, old_size: int, new_size: int | None
-) -> dict[str, Any]:
+async def consistency(ctx: ServiceContext, actor: Actor, old_size: int, new_size: int | None) -> dict[str, Any]:
     """An RFC 9162 consistency proof between two signed heads."""
     _require_auditor(actor)
     await _record_read(ctx, actor, "consistency_proof", {"from": old_size, "to": new_size})

@@ -131,7 +131,7 @@ async def _record_rejection(ctx: ServiceContext, actor: Actor, document: Any, er
 async def _check_submission(ctx: ServiceContext, actor: Actor, document: Any) -> _Checked:
     schemas.check(document, "packet.v1", what="packet")
     manifest = document["manifest"]
-    policy.validate_manifest_schema(manifest)
+    policy.validate_manifest_schema(manifest, ctx.extras["catalogue"])
     now = ctx.clock()
 
     sender = manifest["sender"]
@@ -165,12 +165,7 @@ async def _check_submission(ctx: ServiceContext, actor: Actor, document: Any) ->
         if member is None or not member.active or member.agency_id != recipient["agency"]:
             raise InvalidRequest(f"Recipient {recipient['member']} is not an active member of that agency.")
         key = await ctx.store.get_key(recipient["encryption_key"])
-        if (
-            key is None
-            or key.member_id != member.id
-            or key.use is not KeyUse.ENCRYPTION
-            or not key.valid_at(now)
-        ):
+        if key is None or key.member_id != member.id or key.use is not KeyUse.ENCRYPTION or not key.valid_at(now):
             raise CryptoError(f"The packet is sealed to a key that is not a current key of {member.id}.")
         agency = await ctx.store.get_agency(member.agency_id)
         assert agency is not None
@@ -206,27 +201,16 @@ async def check_approval(
             ]
         )
     key = await ctx.store.get_key(approval["key_id"])
-    if (
-        key is None
-        or key.member_id != approver.id
-        or key.use is not KeyUse.SIGNING
-        or not key.valid_at(ctx.clock())
-    ):
-        raise CryptoError(
-            "The approval is signed with a key that is not a current signing key of the approver."
-        )
+    if key is None or key.member_id != approver.id or key.use is not KeyUse.SIGNING or not key.valid_at(ctx.clock()):
+        raise CryptoError("The approval is signed with a key that is not a current signing key of the approver.")
     statement = statements.approval_statement(packet_id, digest, approver.id, approval["decision"])
     try:
-        crypto.verify_signature(
-            key.public_bytes, statement, crypto.b64decode(approval["signature"], what="approval")
-        )
+        crypto.verify_signature(key.public_bytes, statement, crypto.b64decode(approval["signature"], what="approval"))
     except CryptoError:
         raise CryptoError("The manager's approval does not verify over this manifest's digest.") from None
 
 
-async def _accept(
-    ctx: ServiceContext, actor: Actor, checked: _Checked, decision: policy.Decision
-) -> SubmissionReceipt:
+async def _accept(ctx: ServiceContext, actor: Actor, checked: _Checked, decision: policy.Decision) -> SubmissionReceipt:
     manifest = checked.manifest
     hold = decision.needs_approval and not decision.deliver_before_approval
     status = PacketStatus.AWAITING_APPROVAL if hold else PacketStatus.DELIVERED
@@ -289,12 +273,8 @@ async def _accept(
                 )
             )
         else:
-            await _record_deliveries(
-                change, actor.member_id, actor.agency_id, packet.id, checked.digest, manifest
-            )
-    return SubmissionReceipt(
-        packet.id, checked.digest, status, submitted, packet.ack_due, packet.approval_due
-    )
+            await _record_deliveries(change, actor.member_id, actor.agency_id, packet.id, checked.digest, manifest)
+    return SubmissionReceipt(packet.id, checked.digest, status, submitted, packet.ack_due, packet.approval_due)
 
 
 async def _record_deliveries(
@@ -326,9 +306,7 @@ def _manifest_summary(manifest: Mapping[str, Any]) -> dict[str, Any]:
         "kind": manifest.get("kind"),
         "purpose": manifest.get("purpose"),
         "urgency": manifest.get("urgency"),
-        "recipients": [
-            {"member": r["member"], "agency": r["agency"]} for r in manifest.get("recipients", [])
-        ],
+        "recipients": [{"member": r["member"], "agency": r["agency"]} for r in manifest.get("recipients", [])],
         "fields": [f["name"] for f in manifest.get("fields", [])],
         "lawful_basis": manifest.get("lawful_basis"),
         "consent_status": consent.get("status"),

@@ -291,8 +291,7 @@ class _SqliteTransaction(Transaction):
 
     async def insert_tree_head(self, head: TreeHead) -> None:
         await self._db.execute(
-            "INSERT OR IGNORE INTO tree_heads (size, root_hash, timestamp, key_id, signature)"
-            " VALUES (?, ?, ?, ?, ?)",
+            "INSERT OR IGNORE INTO tree_heads (size, root_hash, timestamp, key_id, signature) VALUES (?, ?, ?, ?, ?)",
             (head.size, head.root_hash, head.timestamp, head.key_id, head.signature),
         )
 
@@ -368,9 +367,7 @@ class SqliteStore(Store):
         if agency_id is None:
             rows = await self._all("SELECT * FROM members ORDER BY agency_id, display_name")
         else:
-            rows = await self._all(
-                "SELECT * FROM members WHERE agency_id = ? ORDER BY display_name", (agency_id,)
-            )
+            rows = await self._all("SELECT * FROM members WHERE agency_id = ? ORDER BY display_name", (agency_id,))
         return [_member(r) for r in rows]
 
     async def count_members(self) -> int:
@@ -390,9 +387,7 @@ class SqliteStore(Store):
         return _packet(row) if row else None
 
     async def deliveries_for_packet(self, packet_id: str) -> list[DeliveryRecord]:
-        rows = await self._all(
-            "SELECT * FROM deliveries WHERE packet_id = ? ORDER BY recipient_member", (packet_id,)
-        )
+        rows = await self._all("SELECT * FROM deliveries WHERE packet_id = ? ORDER BY recipient_member", (packet_id,))
         return [_delivery(r) for r in rows]
 
     async def inbox(self, member_id: str, limit: int) -> list[tuple[PacketRecord, DeliveryRecord]]:

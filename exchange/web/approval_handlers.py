@@ -15,9 +15,7 @@ async def approval_queue(request: web.Request) -> web.Response:
 
 
 async def approval_item(request: web.Request) -> web.Response:
-    return reply(
-        await approvals.show(request.app[CONTEXT], actor_of(request), request.match_info["packet_id"])
-    )
+    return reply(await approvals.show(request.app[CONTEXT], actor_of(request), request.match_info["packet_id"]))
 
 
 async def approval_decision(request: web.Request) -> web.Response:

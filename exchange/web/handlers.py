@@ -68,9 +68,7 @@ async def get_directory(request: web.Request) -> web.Response:
 async def register_member(request: web.Request) -> web.Response:
     registered = await directory.register_member(request.app[CONTEXT], actor_of(request), json_body(request))
     member = registered.member
-    return reply(
-        directory.describe_member(member, [registered.signing_key, registered.encryption_key]), status=201
-    )
+    return reply(directory.describe_member(member, [registered.signing_key, registered.encryption_key]), status=201)
 
 
 async def add_key(request: web.Request) -> web.Response:
@@ -101,9 +99,7 @@ async def outbox(request: web.Request) -> web.Response:
 
 
 async def fetch_packet(request: web.Request) -> web.Response:
-    return reply(
-        await packets.fetch(request.app[CONTEXT], actor_of(request), request.match_info["packet_id"])
-    )
+    return reply(await packets.fetch(request.app[CONTEXT], actor_of(request), request.match_info["packet_id"]))
 
 
 async def acknowledge(request: web.Request) -> web.Response:

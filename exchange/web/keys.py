@@ -13,13 +13,10 @@ CONFIG = web.AppKey("config", Config)
 RECORD = web.AppKey("record", Record)
 CONTEXT = web.AppKey("context", ServiceContext)
 
-# Request-scoped values; aiohttp's RequestKey arrived in 3.12, plain strings keep older versions working.
-ACTOR = "exchange.actor"
-REQUEST_ID = "exchange.request_id"
-BODY = "exchange.body"
+ACTOR = web.RequestKey("actor", Actor)
+REQUEST_ID = web.RequestKey("request_id", str)
+BODY = web.RequestKey("body", bytes)
 
 
 def actor_of(request: web.Request) -> Actor:
-    actor = request.get(ACTOR)
-    assert isinstance(actor, Actor), "authenticated routes always have an actor"
-    return actor
+    return request[ACTOR]

@@ -25,17 +25,13 @@ async def entries(request: web.Request) -> web.Response:
 async def inclusion(request: web.Request) -> web.Response:
     seq = int_query(request, "seq", -1, high=_MAX)
     size = int_query(request, "size", -1, high=_MAX)
-    return reply(
-        await ledger.audit_inclusion(request.app[CONTEXT], actor_of(request), seq, None if size < 0 else size)
-    )
+    return reply(await ledger.audit_inclusion(request.app[CONTEXT], actor_of(request), seq, None if size < 0 else size))
 
 
 async def consistency(request: web.Request) -> web.Response:
     old = int_query(request, "from", 0, high=_MAX)
     new = int_query(request, "to", -1, high=_MAX)
-    return reply(
-        await ledger.consistency(request.app[CONTEXT], actor_of(request), old, None if new < 0 else new)
-    )
+    return reply(await ledger.consistency(request.app[CONTEXT], actor_of(request), old, None if new < 0 else new))
 
 
 async def receipt(request: web.Request) -> web.Response:

@@ -1,0 +1,100 @@
+"""Packet files (what a practitioner writes) for end-to-end tests: one valid referral, and variants."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+REFERRAL: dict[str, Any] = {
+    "purpose": "referral_to_childrens_social_care",
+    "kind": "referral",
+    "urgency": "urgent",
+    "lawful_basis": {
+        "article6": "public_task",
+        "article9": "safeguarding_children",
+        "legal_power": ["children_act_2004_s11", "children_act_1989_s47"],
+    },
+    "consent": {
+        "status": "obtained",
+        "given_by": "parent_carer",
+        "informed": {
+            "what_will_happen": True,
+            "who_will_be_told_what": True,
+            "who_they_will_tell": True,
+            "why_told": True,
+        },
+        "subject_age_band": "under_13",
+        "obtained_on": "2026-11-20",
+    },
+    "transparency": {"status": "informed"},
+    "proportionality": {
+        "risk_level": "significant_harm",
+        "imminent": False,
+        "could_wait": False,
+        "expected_benefit": "protects_from_harm",
+        "relationship_impact_considered": True,
+    },
+    "subject_identifier": "943 476 5919",
+    "necessity": "Bruising seen twice in a week; children's social care must assess (Children Act 1989 s.47).",
+    "narrative": "Class teacher noticed bruising on the upper arm on Monday and again on Thursday.",
+    "fields": {
+        "child_name": {
+            "value": "Jamie Example",
+            "label": "fact_observed",
+            "currency": "current",
+            "as_of": "2026-11-20",
+        },
+        "child_date_of_birth": {
+            "value": "2017-03-02",
+            "label": "fact_reported",
+            "source": "parent_carer",
+            "currency": "current",
+            "as_of": "2026-11-20",
+        },
+        "child_address": {
+            "value": "1 Example Street, Northfield",
+            "label": "fact_reported",
+            "source": "parent_carer",
+            "currency": "current",
+            "as_of": "2026-11-20",
+        },
+        "parent_carer_names": {
+            "value": "Sam Example (mother)",
+            "label": "fact_reported",
+            "source": "parent_carer",
+            "currency": "current",
+            "as_of": "2026-11-20",
+        },
+        "concern_category": {
+            "value": "physical_abuse",
+            "label": "opinion",
+            "author_role": "designated_safeguarding_lead",
+            "currency": "current",
+            "as_of": "2026-11-20",
+        },
+        "concern_description": {
+            "value": "Bruising to the upper left arm, finger-tip shaped, seen on 16 and 19 November.",
+            "label": "fact_observed",
+            "currency": "current",
+            "as_of": "2026-11-19",
+        },
+    },
+}
+
+
+def referral(to: list[str], **changes: Any) -> dict[str, Any]:
+    """The valid referral addressed to ``to``, with top-level sections replaced by ``changes``."""
+    packet = copy.deepcopy(REFERRAL)
+    packet["to"] = to
+    packet.update(changes)
+    return packet
+
+
+def referral_without_consent(to: list[str]) -> dict[str, Any]:
+    """Consent refused by the parent; significant harm risk; shared under the public-interest ground."""
+    return referral(
+        to,
+        consent={"status": "refused", "refused_by": "parent_carer", "subject_age_band": "under_13"},
+        without_consent={"reason": "significant_harm_risk"},
+        transparency={"status": "not_informed", "reason": "would_increase_risk"},
+    )

@@ -1,0 +1,136 @@
+"""The whole exchange between two agencies: send → inbox → open → acknowledge → outbox."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+
+import pytest
+
+from exchange.client import ApiError
+from tests.conftest import Deployment
+from tests.packet_files import referral
+
+
+async def _ids(deployment: Deployment) -> dict[str, str]:
+    return {
+        label: deployment.credentials(label).member_id or "" for label in ("csc-duty", "csc-manager", "police-officer")
+    }
+
+
+async def test_referral_from_school_to_childrens_social_care(deployment: Deployment) -> None:
+    """A school's DSL refers a child; the duty social worker opens, verifies and acknowledges it."""
+    ids = await _ids(deployment)
+    async with deployment.client("school-dsl") as dsl:
+        sent = await dsl.send(referral([ids["csc-duty"]]))
+    assert sent["status"] == "delivered"
+    assert sent["ack_due"] is not None
+
+    async with deployment.client("csc-duty") as duty:
+        inbox = await duty.inbox()
+        assert [p["packet_id"] for p in inbox] == [sent["packet_id"]]
+        assert inbox[0]["delivery"]["status"] == "delivered"
+        opened = await duty.open(sent["packet_id"])
+        values = {f["name"]: f["value"] for f in opened.body["fields"]}
+        assert values["child_name"] == "Jamie Example"
+        assert opened.manifest_digest == sent["manifest_digest"]
+        ack = await duty.acknowledge(sent["packet_id"])
+        assert ack["acknowledged_at"]
+        with pytest.raises(ApiError) as again:
+            await duty.acknowledge(sent["packet_id"])
+        assert again.value.http_status == 409
+
+    async with deployment.client("school-dsl") as dsl:
+        outbox = await dsl.outbox()
+    recipient = outbox[0]["recipients"][0]
+    assert recipient["status"] == "acknowledged"
+    assert recipient["delivered_at"] and recipient["opened_at"] and recipient["acknowledged_at"]
+
+
+async def test_only_recipients_can_fetch_a_packet(deployment: Deployment) -> None:
+    """Anyone but a recipient gets 404 for the packet, even its sender's colleagues and the police."""
+    ids = await _ids(deployment)
+    async with deployment.client("school-dsl") as dsl:
+        sent = await dsl.send(referral([ids["csc-duty"]]))
+    for outsider in ("police-officer", "csc-manager", "school-head", "auditor"):
+        async with deployment.client(outsider) as client:
+            with pytest.raises(ApiError) as refused:
+                await client.request("GET", f"/v1/packets/{sent['packet_id']}")
+            assert refused.value.http_status == 404
+            assert await client.inbox() == []
+
+
+async def test_the_server_stores_no_content(deployment: Deployment) -> None:
+    """Neither the database nor the record log contains the child's name or identifier."""
+    ids = await _ids(deployment)
+    async with deployment.client("school-dsl") as dsl:
+        await dsl.send(referral([ids["csc-duty"]]))
+    database = deployment.config.database_path.read_bytes()
+    wal = deployment.config.database_path.with_name("exchange.sqlite-wal")
+    everything = database + (wal.read_bytes() if wal.exists() else b"") + deployment.config.record_log_path.read_bytes()
+    for secret in (b"Jamie Example", b"943 476 5919", b"9434765919", b"Bruising"):
+        assert secret not in everything
+
+
+async def test_submission_is_recorded_with_codes_not_values(deployment: Deployment) -> None:
+    """The ledger's submission entry names purpose, basis and fields, and the subject only as a pseudonym."""
+    ids = await _ids(deployment)
+    async with deployment.client("school-dsl") as dsl:
+        sent = await dsl.send(referral([ids["csc-duty"]]))
+    db = sqlite3.connect(deployment.config.database_path)
+    entry = json.loads(
+        db.execute("SELECT entry FROM ledger_entries WHERE seq = ?", (sent["ledger"]["seq"],)).fetchone()[0]
+    )
+    db.close()
+    assert entry["type"] == "packet.submitted"
+    assert entry["details"]["purpose"] == "referral_to_childrens_social_care"
+    assert "child_name" in entry["details"]["fields"]
+    assert len(entry["details"]["subject"]) == 64
+
+
+async def test_tampered_body_is_refused_at_submission(deployment: Deployment) -> None:
+    """A body that no longer matches the signed manifest's digest is refused with 422; nothing is delivered."""
+    from dataclasses import replace
+
+    ids = await _ids(deployment)
+    async with deployment.client("school-dsl") as dsl:
+        sealed = await dsl.prepare(referral([ids["csc-duty"]]))
+        broken = bytearray(sealed.body)
+        broken[-1] ^= 1
+        with pytest.raises(ApiError) as refused:
+            await dsl.submit(replace(sealed, body=bytes(broken)))
+    assert refused.value.http_status == 422
+    assert refused.value.problem["code"] == "crypto.invalid"
+    async with deployment.client("csc-duty") as duty:
+        assert await duty.inbox() == []
+
+
+async def test_sealed_to_a_key_that_is_not_the_recipients(deployment: Deployment) -> None:
+    """A packet whose manifest names a key the recipient does not hold is refused."""
+    ids = await _ids(deployment)
+    async with deployment.client("school-dsl") as dsl:
+        sealed = await dsl.prepare(referral([ids["csc-duty"]]))
+        manifest = json.loads(json.dumps(sealed.manifest))
+        manifest["recipients"][0]["encryption_key"] = "mlkem768x25519:" + "0" * 32
+        from dataclasses import replace
+
+        from exchange import crypto
+
+        resigned = replace(
+            sealed, manifest=manifest, signature=dsl.credentials.signing.sign(crypto.canonical_json(manifest))
+        )
+        with pytest.raises(ApiError) as refused:
+            await dsl.submit(resigned)
+    assert refused.value.http_status == 422
+
+
+async def test_manifest_sender_must_be_the_signer(deployment: Deployment) -> None:
+    """A member cannot submit a manifest that names someone else as sender."""
+    ids = await _ids(deployment)
+    async with deployment.client("school-dsl") as dsl:
+        sealed = await dsl.prepare(referral([ids["csc-duty"]]))
+    async with deployment.client("school-head") as head:
+        with pytest.raises(ApiError) as refused:
+            await head.submit(sealed)
+    assert refused.value.http_status == 422
+    assert "different sender" in refused.value.problem["detail"]

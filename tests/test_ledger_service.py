@@ -1,0 +1,129 @@
+"""The ledger in the running service: signed heads off the request path, auditors' reads and proofs,
+senders' receipts, and an export that verifies offline against the server key and the record log."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+
+import pytest
+
+from exchange import crypto
+from exchange.client import ApiError, ExchangeClient
+from exchange.errors import LedgerProofError
+from exchange.ledger import TreeHead, leaf_hash, verify_consistency, verify_export, verify_inclusion, verify_tree_head
+from tests.conftest import Deployment
+from tests.packet_files import referral
+
+
+async def _signed_size_at_least(client: ExchangeClient, size: int) -> TreeHead:
+    for _ in range(100):
+        head = TreeHead.from_json((await client.request("GET", "/v1/ledger/head"))["head"])
+        if head.size >= size:
+            return head
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"no signed head reached size {size}")
+
+
+async def _send_one(deployment: Deployment) -> dict[str, object]:
+    duty = deployment.credentials("csc-duty").member_id or ""
+    async with deployment.client("school-dsl") as dsl:
+        sent: dict[str, object] = await dsl.send(referral([duty]))
+        return sent
+
+
+async def test_heads_are_signed_in_the_background_and_verify(deployment: Deployment) -> None:
+    """Soon after an event the server has signed a head covering it, under its own key."""
+    sent = await _send_one(deployment)
+    seq = sent["ledger"]["seq"]  # type: ignore[index]
+    async with deployment.client("auditor") as auditor:
+        head = await _signed_size_at_least(auditor, seq + 1)
+    verify_tree_head(head, deployment.server_public_key)
+
+
+async def test_sender_checks_their_submission_receipt(deployment: Deployment) -> None:
+    """The submission's leaf is included in a signed head: the sender verifies it themselves."""
+    sent = await _send_one(deployment)
+    ledger = sent["ledger"]
+    async with deployment.client("auditor") as auditor:
+        await _signed_size_at_least(auditor, ledger["seq"] + 1)  # type: ignore[index]
+    async with deployment.client("school-dsl") as dsl:
+        proof = await dsl.request("GET", f"/v1/ledger/receipts/{ledger['seq']}")  # type: ignore[index]
+    head = TreeHead.from_json(proof["head"])
+    verify_tree_head(head, deployment.server_public_key)
+    entry = crypto.b64decode(proof["entry"])
+    assert leaf_hash(entry).hex() == ledger["leaf_hash"]  # type: ignore[index]
+    verify_inclusion(
+        proof["seq"], head.size, leaf_hash(entry), [crypto.b64decode(p) for p in proof["proof"]], head.root_hash
+    )
+
+
+async def test_receipts_are_only_for_members_involved(deployment: Deployment) -> None:
+    """The police officer cannot fetch the school's submission receipt."""
+    sent = await _send_one(deployment)
+    async with deployment.client("police-officer") as officer:
+        with pytest.raises(ApiError) as refused:
+            await officer.request("GET", f"/v1/ledger/receipts/{sent['ledger']['seq']}")  # type: ignore[index]
+    assert refused.value.http_status == 404
+
+
+async def test_only_auditors_read_the_ledger(deployment: Deployment) -> None:
+    """Practitioners and managers get 403 from the auditor endpoints."""
+    for label in ("school-dsl", "csc-manager", "csc-admin"):
+        async with deployment.client(label) as client:
+            for path in ("/v1/ledger/head", "/v1/ledger/entries", "/v1/ledger/export"):
+                with pytest.raises(ApiError) as refused:
+                    await client.request_text("GET", path)
+                assert refused.value.http_status == 403
+
+
+async def test_auditor_filters_entries_and_every_read_is_recorded(deployment: Deployment) -> None:
+    """Filtering by type and packet works, and each auditor read appears in the ledger itself."""
+    sent = await _send_one(deployment)
+    async with deployment.client("auditor") as auditor:
+        found = await auditor.request("GET", f"/v1/ledger/entries?packet={sent['packet_id']}")
+        types = [e["entry"]["type"] for e in found["entries"]]
+        assert types == ["packet.submitted", "packet.delivered"]
+        reads = await auditor.request("GET", "/v1/ledger/entries?type=ledger.read")
+    assert [e["entry"]["details"]["what"] for e in reads["entries"]] == ["entries", "entries"]
+    assert all(e["entry"]["actor"]["member"] == deployment.credentials("auditor").member_id for e in reads["entries"])
+
+
+async def test_consistency_between_two_signed_heads(deployment: Deployment) -> None:
+    """A consistency proof shows the older signed tree is a prefix of the newer one."""
+    async with deployment.client("auditor") as auditor:
+        first = await _signed_size_at_least(auditor, 1)
+        await _send_one(deployment)
+        second = await _signed_size_at_least(auditor, first.size + 3)
+        result = await auditor.request("GET", f"/v1/ledger/proof/consistency?from={first.size}&to={second.size}")
+    verify_consistency(
+        first.size, second.size, [crypto.b64decode(p) for p in result["proof"]], first.root_hash, second.root_hash
+    )
+
+
+async def test_export_verifies_offline_with_the_log_and_tampering_is_found(
+    deployment: Deployment, tmp_path: Path
+) -> None:
+    """The auditor's export passes the offline verifier, record log included; one changed byte fails it."""
+    await _send_one(deployment)
+    async with deployment.client("auditor") as auditor:
+        await _signed_size_at_least(auditor, 20)
+        text = await auditor.request_text("GET", "/v1/ledger/export")
+    export = tmp_path / "ledger.jsonl"
+    export.write_text(text)
+    report = verify_export(export, deployment.server_public_key, log_path=deployment.config.record_log_path)
+    assert report.entries >= 20 and report.log_entries_checked == report.entries
+
+    lines = text.splitlines()
+    victim = next(i for i, line in enumerate(lines) if json.loads(line)["kind"] == "entry" and i > 5)
+    record = json.loads(lines[victim])
+    entry = bytearray(crypto.b64decode(record["entry"]))
+    entry[10] ^= 1
+    record["entry"] = crypto.b64encode(bytes(entry))
+    lines[victim] = json.dumps(record, separators=(",", ":"), sort_keys=True)
+    tampered = tmp_path / "tampered.jsonl"
+    tampered.write_text("\n".join(lines) + "\n")
+    with pytest.raises(LedgerProofError) as failed:
+        verify_export(tampered, deployment.server_public_key)
+    assert failed.value.extras["seq"] is not None or failed.value.extras["line"] is not None
