@@ -39,6 +39,9 @@ async def test_referral_from_school_to_childrens_social_care(deployment: Deploym
         with pytest.raises(ApiError) as again:
             await duty.acknowledge(sent["packet_id"])
         assert again.value.http_status == 409
+        after = await duty.inbox()
+        assert after[0]["delivery"]["status"] == "acknowledged"
+        assert after[0]["status"] == "delivered"
 
     async with deployment.client("school-dsl") as dsl:
         outbox = await dsl.outbox()

@@ -28,7 +28,12 @@ def error(args: argparse.Namespace, problem: Mapping[str, Any], status: int | No
     if getattr(args, "json", False):
         print(json.dumps({"error": dict(problem), "status": status}, indent=2, sort_keys=True))
         return 1
-    print(f"Refused: {problem.get('detail') or problem.get('title')}", file=sys.stderr)
+    code = str(problem.get("code", ""))
+    prefix = "Verification failed" if code.startswith("ledger.") else "Refused"
+    print(f"{prefix}: {problem.get('detail') or problem.get('title')}", file=sys.stderr)
+    where = [f"{k} {problem[k]}" for k in ("problem", "line", "seq") if problem.get(k) is not None]
+    if where:
+        print(f"  at: {', '.join(where)}", file=sys.stderr)
     for violation in problem.get("violations", []) or []:
         print(f"  - [{violation.get('rule')}] {violation.get('message')}", file=sys.stderr)
         if violation.get("path"):

@@ -391,13 +391,18 @@ class SqliteStore(Store):
         return [_delivery(r) for r in rows]
 
     async def inbox(self, member_id: str, limit: int) -> list[tuple[PacketRecord, DeliveryRecord]]:
-        rows = await self._all(
-            "SELECT d.*, p.* FROM deliveries d JOIN packets p ON p.id = d.packet_id"
-            " WHERE d.recipient_member = ? AND d.status != 'pending' AND d.status != 'withdrawn'"
+        deliveries = await self._all(
+            "SELECT d.* FROM deliveries d JOIN packets p ON p.id = d.packet_id"
+            " WHERE d.recipient_member = ? AND d.status NOT IN ('pending', 'withdrawn')"
             " ORDER BY p.created DESC LIMIT ?",
             (member_id, limit),
         )
-        return [(_packet(r), _delivery(r)) for r in rows]
+        out = []
+        for row in deliveries:
+            packet = await self.get_packet(row["packet_id"])
+            assert packet is not None  # foreign key
+            out.append((packet, _delivery(row)))
+        return out
 
     async def outbox(self, member_id: str, limit: int) -> list[PacketRecord]:
         rows = await self._all(

@@ -8,6 +8,8 @@ unknown route, 405, 413) are mapped to the same shape; anything unexpected becom
 from __future__ import annotations
 
 import json
+import sys
+import traceback
 from typing import Any
 
 from aiohttp import web
@@ -71,6 +73,8 @@ async def problem_middleware(request: web.Request, handler: Handler) -> web.Stre
             detail = "There is nothing at this address."
         return problem_response(error.status, code, title, detail, request)
     except Exception as error:  # noqa: BLE001 - the last line of defence: never a traceback to the client
+        # The traceback goes to the operator's console only: it may quote data, so never to the record.
+        traceback.print_exc(file=sys.stderr)
         request.app[RECORD].log.error(
             "request.failed",
             error_type=type(error).__name__,

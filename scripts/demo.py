@@ -1,0 +1,303 @@
+"""A narrated demonstration of the exchange, driven through the ``exchange`` CLI.
+
+Starts a real server in a temporary directory with the demo directory, then: a school's
+designated safeguarding lead refers a child to children's social care, which opens, verifies
+and acknowledges it; a packet that breaks the rules is refused with its explanation; a referral
+without consent waits for the headteacher's signed approval before delivery; finally the
+partnership's auditor exports the ledger and verifies it offline, and a hand-tampered copy fails.
+Exits non-zero as soon as any step does not do what it should.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+STEP = 0
+
+
+def say(text: str) -> None:
+    global STEP
+    STEP += 1
+    print(f"\n[{STEP}] {text}", flush=True)
+
+
+def fail(text: str) -> None:
+    print(f"\nDEMO FAILED: {text}", file=sys.stderr, flush=True)
+    raise SystemExit(1)
+
+
+def exchange(*args: str, expect: int = 0, show: bool = True) -> str:
+    """Run one CLI command; print its output indented; fail the demo on an unexpected exit code."""
+    result = subprocess.run(
+        [sys.executable, "-m", "exchange.cli.main", *args], capture_output=True, text=True, timeout=120, check=False
+    )
+    shown = (result.stdout + result.stderr).strip()
+    if show and shown:
+        print("    $ exchange " + " ".join(a if " " not in a else repr(a) for a in args[:3]) + " ...")
+        print("\n".join("    " + line for line in shown.splitlines()))
+    if result.returncode != expect:
+        fail(f"'exchange {args[0]}' exited {result.returncode}, expected {expect}:\n{shown}")
+    return result.stdout
+
+
+def as_json(*args: str) -> Any:
+    return json.loads(exchange(*args, "--json", show=False))
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def wait_for(url: str, server: subprocess.Popen[bytes]) -> None:
+    for _ in range(200):
+        if server.poll() is not None:
+            fail("the server stopped during start-up")
+        try:
+            with urllib.request.urlopen(url + "/health", timeout=1) as response:  # noqa: S310 - loopback URL we built
+                if response.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.1)
+    fail("the server did not start")
+
+
+REFERRAL: dict[str, Any] = {
+    "purpose": "referral_to_childrens_social_care",
+    "kind": "referral",
+    "urgency": "urgent",
+    "lawful_basis": {
+        "article6": "public_task",
+        "article9": "safeguarding_children",
+        "legal_power": ["children_act_2004_s11", "children_act_1989_s47"],
+    },
+    "consent": {
+        "status": "obtained",
+        "given_by": "parent_carer",
+        "informed": {
+            "what_will_happen": True,
+            "who_will_be_told_what": True,
+            "who_they_will_tell": True,
+            "why_told": True,
+        },
+        "subject_age_band": "under_13",
+    },
+    "transparency": {"status": "informed"},
+    "proportionality": {
+        "risk_level": "significant_harm",
+        "imminent": False,
+        "could_wait": False,
+        "expected_benefit": "protects_from_harm",
+        "relationship_impact_considered": True,
+    },
+    "subject_identifier": "943 476 5919",
+    "necessity": "Repeated unexplained bruising; children's social care needs to decide whether to assess.",
+    "fields": {
+        "child_name": {
+            "value": "Jamie Example",
+            "label": "fact_observed",
+            "currency": "current",
+            "as_of": "2026-11-20",
+        },
+        "child_date_of_birth": {
+            "value": "2017-03-02",
+            "label": "fact_reported",
+            "source": "parent_carer",
+            "currency": "current",
+            "as_of": "2026-11-20",
+        },
+        "child_address": {
+            "value": "1 Example Street, Northfield",
+            "label": "fact_reported",
+            "source": "parent_carer",
+            "currency": "current",
+            "as_of": "2026-11-20",
+        },
+        "parent_carer_names": {
+            "value": "Sam Example (mother)",
+            "label": "fact_reported",
+            "source": "parent_carer",
+            "currency": "current",
+            "as_of": "2026-11-20",
+        },
+        "concern_category": {
+            "value": "physical_abuse",
+            "label": "opinion",
+            "author_role": "designated_safeguarding_lead",
+            "currency": "current",
+            "as_of": "2026-11-20",
+        },
+        "concern_description": {
+            "value": "Finger-tip bruising to the upper left arm, seen on 16 and 19 November.",
+            "label": "fact_observed",
+            "currency": "current",
+            "as_of": "2026-11-19",
+        },
+    },
+}
+
+
+def main() -> int:
+    work = Path(tempfile.mkdtemp(prefix="exchange-demo-"))
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    keys = work / "keys" / "demo"
+    say(f"Starting a server in {work} with an empty SQLite database and a demo directory")
+    log = (work / "server.log").open("wb")
+    server = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "exchange.cli.main",
+            "serve",
+            "--data-dir",
+            str(work / "var"),
+            "--keys-dir",
+            str(work / "keys"),
+            "--port",
+            str(port),
+            "--seed-demo",
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env=os.environ | {"PYTHONUNBUFFERED": "1"},
+    )
+    try:
+        wait_for(url, server)
+        run_story(work, keys)
+    finally:
+        server.terminate()
+        server.wait(timeout=20)
+        log.close()
+    print(f"\nDemo finished: every step did what it should. Files are in {work}")
+    return 0
+
+
+def run_story(work: Path, keys: Path) -> None:
+    dsl, head, duty = (["--key", str(keys / f"{who}.json")] for who in ("school-dsl", "school-head", "csc-duty"))
+    auditor = ["--key", str(keys / "auditor.json")]
+    duty_id = as_json("whoami", *duty)["id"]
+
+    say("The school's designated safeguarding lead checks who they are")
+    exchange("whoami", *dsl)
+
+    say("The DSL refers Jamie to children's social care: checked against the sharing rules, sealed, signed, sent")
+    packet = work / "referral.json"
+    packet.write_text(json.dumps(REFERRAL | {"to": [duty_id]}, indent=2))
+    exchange("check", str(packet), "--sender-kind", "education", "--recipient-kind", "children_social_care")
+    sent = json.loads(exchange("send", str(packet), *dsl, "--json", show=False))
+    if sent["status"] != "delivered":
+        fail(f"the referral was not delivered: {sent}")
+    print(f"    delivered as {sent['packet_id']}; recipients must acknowledge by {sent['ack_due']}")
+    packet_id = sent["packet_id"]
+
+    say("The duty social worker sees it in their inbox")
+    exchange("inbox", *duty)
+
+    say("They open it: the signature, digests and field list are verified, then the body is decrypted locally")
+    opened = as_json("open", packet_id, *duty)
+    if not opened["verified"]:
+        fail("the packet did not verify")
+    exchange("open", packet_id, *duty)
+
+    say("They acknowledge it with a receipt signed over the manifest digest")
+    exchange("ack", packet_id, *duty)
+
+    say("The DSL's outbox shows it delivered, opened and acknowledged, with times")
+    outbox = as_json("outbox", *dsl)
+    if outbox["packets"][0]["recipients"][0]["status"] != "acknowledged":
+        fail("the outbox does not show the acknowledgement")
+    exchange("outbox", *dsl)
+
+    say("A packet that breaks the rules is refused, with every broken rule explained (nothing is delivered)")
+    bad = json.loads(json.dumps(REFERRAL | {"to": [duty_id]}))
+    bad["fields"]["favourite_colour"] = {"value": "blue", "label": "fact_observed", "currency": "current"}
+    del bad["fields"]["concern_category"]["author_role"]
+    bad["consent"]["informed"]["why_told"] = False
+    (work / "bad.json").write_text(json.dumps(bad, indent=2))
+    exchange("send", str(work / "bad.json"), *dsl, expect=1)
+
+    say("The parent refuses consent; the risk is of significant harm, so the DSL shares without consent")
+    refused = REFERRAL | {
+        "to": [duty_id],
+        "consent": {"status": "refused", "refused_by": "parent_carer", "subject_age_band": "under_13"},
+        "without_consent": {"reason": "significant_harm_risk"},
+        "transparency": {"status": "not_informed", "reason": "would_increase_risk"},
+    }
+    (work / "without-consent.json").write_text(json.dumps(refused, indent=2))
+    held = json.loads(exchange("send", str(work / "without-consent.json"), *dsl, "--json", show=False))
+    if held["status"] != "awaiting_approval":
+        fail(f"sharing without consent was not held for approval: {held}")
+    print(f"    held for approval as {held['packet_id']}")
+    if any(p["packet_id"] == held["packet_id"] for p in as_json("inbox", *duty)["packets"]):
+        fail("the held packet reached the recipient before approval")
+
+    say("The headteacher (a manager) reads the manifest — not the content — and approves with their signature")
+    exchange("approvals", "list", *head)
+    exchange("approvals", "approve", held["packet_id"], *head, "--reason-code", "risk_outweighs_refusal")
+
+    say("Only now does children's social care receive it")
+    if not any(p["packet_id"] == held["packet_id"] for p in as_json("inbox", *duty)["packets"]):
+        fail("the approved packet was not delivered")
+    exchange("ack", held["packet_id"], *duty)
+
+    say("The partnership's auditor exports the ledger (waiting for the newest events to be signed)")
+    export = work / "ledger.jsonl"
+    for _ in range(50):
+        exchange("ledger", "export", *auditor, "-o", str(export), show=False)
+        report = as_json(
+            "ledger", "verify", "--export", str(export), "--server-key", str(work / "keys" / "server.ed25519.pub")
+        )
+        if report["entries"] >= 20:
+            break
+        time.sleep(0.2)
+    exchange("ledger", "export", *auditor, "-o", str(export))
+
+    say("Anyone with only the export and the server's public key verifies it offline (record log included)")
+    server_key = str(work / "keys" / "server.ed25519.pub")
+    exchange(
+        "ledger",
+        "verify",
+        "--export",
+        str(export),
+        "--server-key",
+        server_key,
+        "--log",
+        str(work / "var" / "record.jsonl"),
+    )
+
+    say("Someone edits one entry in a copy of the export by hand: verification fails and says where")
+    lines = export.read_text().splitlines()
+    index = next(i for i, line in enumerate(lines) if '"kind":"entry"' in line and i > 10)
+    print(f"    changing the time of the entry on line {index + 1} of the export")
+    record = json.loads(lines[index])
+
+    original = base64.b64decode(record["entry"])
+    entry = original.replace(b'"time":"2', b'"time":"1', 1)  # back-date one event by a millennium
+    if entry == original:
+        fail("the demo could not find the entry's time to change")
+    record["entry"] = base64.b64encode(entry).decode()
+    lines[index] = json.dumps(record, separators=(",", ":"), sort_keys=True)
+    tampered = work / "ledger-tampered.jsonl"
+    tampered.write_text("\n".join(lines) + "\n")
+    exchange("ledger", "verify", "--export", str(tampered), "--server-key", server_key, expect=1)
+
+    say("With the record log beside it, the verifier names the exact entry that was changed")
+    record_log = str(work / "var" / "record.jsonl")
+    exchange("ledger", "verify", "--export", str(tampered), "--server-key", server_key, "--log", record_log, expect=1)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
