@@ -1,0 +1,147 @@
+"""The ``exchange`` command itself, run as a subprocess against a real server."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from tests.conftest import Deployment
+from tests.packet_files import referral
+
+
+async def cli(*args: str, expect: int = 0) -> tuple[str, str]:
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "exchange.cli.main",
+        *args,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await process.communicate()
+    assert process.returncode == expect, (out + err).decode()
+    assert b"Traceback" not in err
+    return out.decode(), err.decode()
+
+
+async def cli_json(*args: str) -> Any:
+    out, _ = await cli(*args, "--json")
+    return json.loads(out)
+
+
+def test_init_creates_the_server_key_and_the_first_admin(tmp_path: Path) -> None:
+    """``exchange init`` writes the server key (0600) and an admin key file that can sign requests."""
+    admin_key = tmp_path / "admin.json"
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "exchange.cli.main",
+            "init",
+            "--data-dir",
+            str(tmp_path / "var"),
+            "--keys-dir",
+            str(tmp_path / "keys"),
+            "--agency-name",
+            "Northshire Police",
+            "--agency-kind",
+            "police",
+            "--admin-name",
+            "Systems admin",
+            "--admin-key-file",
+            str(admin_key),
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    created = json.loads(result.stdout)
+    assert created["admin"].startswith("mem_")
+    assert (tmp_path / "keys" / "server.ed25519.pem").stat().st_mode & 0o777 == 0o600
+    assert admin_key.stat().st_mode & 0o777 == 0o600
+    assert json.loads(admin_key.read_text())["member"] == created["admin"]
+
+
+def test_init_refuses_an_unknown_agency_kind(tmp_path: Path) -> None:
+    """A typo in the agency kind is a clear message, not a traceback."""
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "exchange.cli.main",
+            "init",
+            "--data-dir",
+            str(tmp_path / "var"),
+            "--keys-dir",
+            str(tmp_path / "keys"),
+            "--agency-name",
+            "X",
+            "--agency-kind",
+            "polis",
+            "--admin-name",
+            "A",
+            "--admin-key-file",
+            str(tmp_path / "a.json"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 1
+    assert "Unknown agency kind 'polis'" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+async def test_new_member_from_key_file_to_acknowledged_packet(deployment: Deployment, tmp_path: Path) -> None:
+    """keys new → members add → send → inbox → open → ack → outbox, all through the CLI."""
+    newcomer = tmp_path / "new-social-worker.json"
+    await cli("keys", "new", str(newcomer))
+    assert newcomer.stat().st_mode & 0o777 == 0o600
+    admin = ["--key", str(deployment.key_dir / "csc-admin.json"), "--server", deployment.url]
+    added = await cli_json(
+        "members",
+        "add",
+        *admin,
+        "--name",
+        "New social worker",
+        "--roles",
+        "practitioner",
+        "--member-key",
+        str(newcomer),
+    )
+    mine = ["--key", str(newcomer), "--server", deployment.url]
+    assert (await cli_json("whoami", *mine))["id"] == added["id"]
+
+    packet = tmp_path / "referral.json"
+    packet.write_text(json.dumps(referral([added["id"]])))
+    dsl = ["--key", str(deployment.key_dir / "school-dsl.json"), "--server", deployment.url]
+    out, _ = await cli("send", str(packet), *dsl)
+    assert "checked against the sharing rules and delivered" in out
+
+    inbox = await cli_json("inbox", *mine)
+    packet_id = inbox["packets"][0]["packet_id"]
+    out, _ = await cli("open", packet_id, *mine)
+    assert "Jamie Example" in out and "verified" in out
+    await cli("ack", packet_id, *mine)
+    outbox = await cli_json("outbox", *dsl)
+    assert outbox["packets"][0]["recipients"][0]["status"] == "acknowledged"
+
+
+async def test_refused_send_explains_each_rule(deployment: Deployment, tmp_path: Path) -> None:
+    """A packet breaking the rules exits 1 and prints each rule id with its sentence."""
+    bad = referral([deployment.credentials("csc-duty").member_id or ""])
+    del bad["fields"]["child_name"]
+    packet = tmp_path / "bad.json"
+    packet.write_text(json.dumps(bad))
+    _, err = await cli(
+        "send", str(packet), "--key", str(deployment.key_dir / "school-dsl.json"), "--server", deployment.url, expect=1
+    )
+    assert "[necessity.required_field_missing]" in err
+    assert "Nothing was delivered" in err

@@ -1,0 +1,113 @@
+"""Every error, whatever raised it, reaches the client as RFC 9457 problem+json with a stable code."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from exchange import httpsig
+from exchange.client import ApiError
+from tests.conftest import Deployment, start_deployment
+
+PROBLEM_KEYS = {"type", "title", "status", "detail", "code", "instance", "request_id"}
+
+
+async def _raw(
+    deployment: Deployment, method: str, path: str, body: bytes = b"", sign: str | None = None
+) -> tuple[int, str, Any]:
+    headers = {"Content-Type": "application/json"}
+    if sign is not None:
+        headers |= httpsig.sign_request(method, deployment.url + path, body, deployment.credentials(sign).signing)
+    async with (
+        aiohttp.ClientSession() as session,
+        session.request(method, deployment.url + path, data=body or None, headers=headers) as response,
+    ):
+        text = await response.text()
+        return response.status, response.headers["Content-Type"], json.loads(text)
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body", "sign", "status", "code"),
+    [
+        ("GET", "/no/such/thing", b"", None, 404, "not_found"),
+        ("DELETE", "/health", b"", None, 405, "request.method_not_allowed"),
+        ("GET", "/v1/me", b"", None, 401, "auth.failed"),
+        ("POST", "/v1/packets", b"{not json", "school-dsl", 400, "request.invalid"),
+        ("POST", "/v1/packets", b"[]", "school-dsl", 422, "schema.invalid"),
+        ("POST", "/v1/packets", b"", "school-dsl", 400, "request.invalid"),
+        ("GET", "/v1/inbox?limit=abc", b"", "school-dsl", 400, "request.invalid"),
+        ("GET", "/v1/packets/pkt_doesnotexist", b"", "school-dsl", 404, "not_found"),
+        ("GET", "/v1/approvals", b"", "school-dsl", 200, None),
+        ("GET", "/v1/approvals", b"", "csc-duty", 403, "auth.forbidden"),
+        ("GET", "/v1/ledger/head", b"", "csc-duty", 403, "auth.forbidden"),
+        ("POST", "/v1/packets/pkt_x/acknowledgement", b'{"key_id": 1}', "csc-duty", 422, "schema.invalid"),
+    ],
+)
+async def test_error_routes_return_problem_documents(
+    deployment: Deployment, method: str, path: str, body: bytes, sign: str | None, status: int, code: str | None
+) -> None:
+    """Each failure has the problem shape, its status and its code; no traceback ever appears."""
+    got, content_type, payload = await _raw(deployment, method, path, body, sign)
+    assert got == status
+    if code is None:
+        return
+    assert content_type.split(";")[0] == "application/problem+json"
+    assert set(payload) >= PROBLEM_KEYS
+    assert payload["code"] == code
+    assert payload["type"].endswith("/" + code)
+    assert payload["status"] == status
+    assert "Traceback" not in json.dumps(payload)
+
+
+async def test_oversized_body_is_413(tmp_path: Path) -> None:
+    """A body over the configured cap is refused before anything reads it."""
+    deployment, close = await start_deployment(tmp_path, max_body_bytes=4096)
+    try:
+        body = b'{"x": "' + b"a" * 10_000 + b'"}'
+        status, content_type, payload = await _raw(deployment, "POST", "/v1/packets", body, "school-dsl")
+        assert status == 413
+        assert content_type.split(";")[0] == "application/problem+json"
+        assert payload["code"] == "request.too_large"
+    finally:
+        await close()
+
+
+async def test_rate_limit_per_member(tmp_path: Path) -> None:
+    """Past the per-minute allowance a member gets 429; another member is unaffected."""
+    deployment, close = await start_deployment(tmp_path, rate_limit_per_minute=3)
+    try:
+        async with deployment.client("school-dsl") as dsl:
+            for _ in range(3):
+                await dsl.me()
+            with pytest.raises(ApiError) as limited:
+                await dsl.me()
+            assert limited.value.http_status == 429
+            assert limited.value.problem["code"] == "request.rate_limited"
+        async with deployment.client("csc-duty") as duty:
+            await duty.me()
+    finally:
+        await close()
+
+
+async def test_health_raises_the_alarm_when_head_signing_lags(tmp_path: Path) -> None:
+    """If unsigned entries pile up past the threshold, /health says so."""
+    deployment, close = await start_deployment(
+        tmp_path, head_interval_ms=60_000, head_batch_entries=10_000, head_lag_alarm_entries=3
+    )
+    try:
+        async with deployment.client("school-dsl") as dsl:
+            for _ in range(4):
+                await dsl.request("GET", "/v1/inbox")
+        async with deployment.client("auditor") as auditor:
+            for _ in range(3):
+                await auditor.request("GET", "/v1/ledger/entries?limit=1")
+            report = await auditor.health()
+        assert report["status"] == "degraded"
+        assert report["ledger"]["alarm"] is True
+        assert report["ledger"]["unsigned"] >= 3
+    finally:
+        await close()
