@@ -1,14 +1,22 @@
-"""JSON Schemas in ``schemas/`` (versioned file names), loaded once and applied to every input."""
+"""JSON Schemas in ``schemas/`` (versioned file names), loaded once and applied to every input.
+
+jsonschema's own messages quote the offending value (``'Jane Smith' does not match ...``); a value
+in the wrong place may be exactly the personal data a manifest must not hold, and rejections are
+recorded, so every message here is built from the schema alone.
+"""
 
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping
 from functools import cache
 from pathlib import Path
 from typing import Any
 
 from jsonschema import Draft202012Validator
+from jsonschema.exceptions import ValidationError
+from jsonschema.protocols import Validator
 from referencing import Registry, Resource
 
 from exchange.errors import SchemaViolation
@@ -38,33 +46,100 @@ def validator(name: str) -> Draft202012Validator:
     )
 
 
-def schema_errors(document: Any, name: str) -> list[dict[str, str]]:
-    """Every way ``document`` breaks schema ``name``, as ``{"path", "message"}``, sorted by path."""
-    errors = []
-    for error in validator(name).iter_errors(document):
-        path = "/" + "/".join(str(p) for p in error.absolute_path)
-        errors.append({"path": path, "message": _plain(error.message)})
-    return sorted(errors, key=lambda e: (e["path"], e["message"]))
+# A property name is repeated in a message only when it looks like one of our own codes.
+_SAFE_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,40}$")
+
+_TYPE_WORDS = {
+    "object": "a JSON object",
+    "array": "a list",
+    "string": "a string",
+    "integer": "a whole number",
+    "number": "a number",
+    "boolean": "true or false",
+    "null": "null",
+}
 
 
-def check(document: Any, name: str, *, what: str) -> None:
-    """Raise :class:`SchemaViolation` listing every error if ``document`` breaks schema ``name``."""
-    errors = schema_errors(document, name)
+def json_pointer(parts: Any) -> str:
+    """RFC 6901 JSON Pointer for a jsonschema path (``/fields/2/label``; ``""`` is the whole document)."""
+    return "".join("/" + str(p).replace("~", "~0").replace("/", "~1") for p in parts)
+
+
+def schema_errors(document: Any, validator: Validator) -> list[dict[str, str]]:
+    """Every way ``document`` breaks the validator's schema, as ``{"path", "message"}``, in a stable order."""
+    found = {(json_pointer(error.absolute_path), describe_error(error)) for error in validator.iter_errors(document)}
+    return [{"path": path, "message": message} for path, message in sorted(found)]
+
+
+def describe_error(error: ValidationError) -> str:
+    """A plain sentence about one schema error, built from the schema, never from the instance."""
+    keyword = str(error.validator)
+    expected: Any = error.validator_value
+    if keyword == "required":
+        missing = [name for name in expected if isinstance(error.instance, Mapping) and name not in error.instance]
+        return "is missing " + ", ".join(repr(name) for name in missing)
+    if keyword in ("additionalProperties", "unevaluatedProperties"):
+        schema = error.schema if isinstance(error.schema, Mapping) else {}
+        allowed = set(schema.get("properties", {}))
+        extra = (
+            sorted(str(k) for k in error.instance if k not in allowed) if isinstance(error.instance, Mapping) else []
+        )
+        named = [repr(k) for k in extra if _SAFE_NAME.match(k)]
+        if named and len(named) == len(extra):
+            return "has properties the format does not allow: " + ", ".join(named)
+        return "has properties the format does not allow (nothing else may be added to a manifest)"
+    if keyword == "type":
+        kinds = expected if isinstance(expected, list) else [expected]
+        return "must be " + " or ".join(_TYPE_WORDS.get(str(k), str(k)) for k in kinds)
+    if keyword == "const":
+        return f"must be {expected!r}"
+    if keyword == "enum":
+        return "must be one of " + ", ".join(repr(item) for item in expected)
+    if keyword == "pattern":
+        return "does not have the expected form" + _described(error)
+    if keyword == "format":
+        return f"must be a valid {expected} (YYYY-MM-DD)" if expected == "date" else f"must be a valid {expected}"
+    simple = {
+        "minItems": f"must list at least {expected} item(s)",
+        "maxItems": f"must list at most {expected} items",
+        "uniqueItems": "must not list the same item twice",
+        "minLength": f"must be at least {expected} character(s) long",
+        "maxLength": f"must be at most {expected} characters long",
+        "minimum": f"must be at least {expected}",
+        "maximum": f"must be at most {expected}",
+        "minProperties": f"must have at least {expected} entries",
+        "maxProperties": f"must have at most {expected} entries",
+        "propertyNames": "has a key that is not a known code (lowercase letters, digits and underscores)",
+        "oneOf": "does not match any of the allowed forms",
+        "anyOf": "does not match any of the allowed forms",
+    }
+    return simple.get(keyword, f"does not match the format ({keyword})")
+
+
+def _described(error: ValidationError) -> str:
+    description = error.schema.get("description") if isinstance(error.schema, Mapping) else None
+    if isinstance(description, str) and len(description) <= 160:
+        return f": {description}"
+    hints = {
+        "^[a-z][a-z0-9_]{0,63}$": ": a code in lowercase letters, digits and underscores",
+        "^sha256:[0-9a-f]{64}$": ": sha256: followed by 64 hex digits",
+        "^[0-9a-f]{64}$": ": 64 hex digits",
+    }
+    return hints.get(str(error.validator_value), "")
+
+
+def check_document(document: Any, validator: Validator, *, what: str) -> None:
+    """Raise :class:`SchemaViolation` listing every error (``extras["errors"]``) if ``document`` is malformed."""
+    errors = schema_errors(document, validator)
     if errors:
         first = errors[0]
+        more = f" (and {len(errors) - 1} more problems)" if len(errors) > 1 else ""
         raise SchemaViolation(
-            f"The {what} does not match schema {name}: {first['message']} at {first['path']}"
-            + (f" (and {len(errors) - 1} more problems)" if len(errors) > 1 else ""),
+            f"The {what} is not in the expected format: {first['path'] or 'the document'} {first['message']}{more}.",
             extras={"errors": errors},
         )
 
 
-def _plain(message: str) -> str:
-    # jsonschema quotes whole documents in some messages; keep what a person needs and no values.
-    return message if len(message) <= 200 else message[:197] + "..."
-
-
-def as_object(document: Any, *, what: str) -> Mapping[str, Any]:
-    if not isinstance(document, Mapping):
-        raise SchemaViolation(f"The {what} must be a JSON object.")
-    return document
+def check(document: Any, name: str, *, what: str) -> None:
+    """Raise :class:`SchemaViolation` listing every error if ``document`` breaks schema ``name``."""
+    check_document(document, validator(name), what=what)

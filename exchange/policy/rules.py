@@ -1,0 +1,58 @@
+"""The registry of every sharing rule, in the order a practitioner reads a packet.
+
+Each rule is a small pure function with a stable id, the sentence it enforces and the
+guidance it comes from (``exchange rules`` prints them all). The registry is a constant: a
+rule is added by writing it in one of the ``rules_*`` modules and listing it there.
+
+A few rules need what only the service can verify (a signature, the approver's role); the
+service enforces them and cites the ids in :data:`SERVICE_RULES`, listed here so that every
+id a rejection can carry is explained in one place.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from types import MappingProxyType
+
+from exchange.policy import (
+    rules_consent,
+    rules_fields,
+    rules_parties,
+    rules_proportionality,
+    rules_without_consent,
+)
+from exchange.policy import sources as src
+from exchange.policy.facts import Facts, Finding, Rule, RuleText
+
+RULES: tuple[Rule, ...] = (
+    *rules_parties.RULES,
+    *rules_consent.RULES,
+    *rules_without_consent.RULES,
+    *rules_proportionality.RULES,
+    *rules_fields.RULES,
+)
+
+RULES_BY_ID: Mapping[str, Rule] = MappingProxyType({rule.id: rule for rule in RULES})
+
+
+#: A rule the service enforces itself, because it needs a verified signature or the directory.
+ServiceRule = RuleText
+
+SERVICE_RULES: tuple[ServiceRule, ...] = (
+    ServiceRule(
+        "without_consent.approver_not_manager",
+        "Only a manager or safeguarding lead of the sender's own agency can approve sharing without consent;"
+        " an approval by anyone else is refused.",
+        src.both(src.MANAGER_APPROVAL, src.design("§7 Authorization")),
+    ),
+    ServiceRule(
+        "without_consent.approval_refused",
+        "A packet whose attached decision is a manager's refusal is not sent.",
+        src.MANAGER_APPROVAL,
+    ),
+)
+
+if len({*RULES_BY_ID, *(rule.id for rule in SERVICE_RULES)}) != len(RULES) + len(SERVICE_RULES):
+    raise RuntimeError("two sharing rules share an id")  # rejections would be ambiguous
+
+__all__ = ["RULES", "RULES_BY_ID", "SERVICE_RULES", "Facts", "Finding", "Rule", "RuleText", "ServiceRule"]
