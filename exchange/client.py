@@ -11,6 +11,7 @@ import ssl
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 from types import TracebackType
 from typing import Any
 
@@ -137,8 +138,7 @@ class ExchangeClient:
         return await self.request(
             "POST",
             "/v1/members",
-            {"agency": agency, "display_name": display_name, "roles": list(roles)}
-            | new_member.public_document(),
+            {"agency": agency, "display_name": display_name, "roles": list(roles)} | new_member.public_document(),
         )
 
     async def add_key(self, member_id: str, use: str, public: bytes) -> Any:
@@ -160,9 +160,7 @@ class ExchangeClient:
             if target.startswith("agency:"):
                 agency = target.removeprefix("agency:")
                 duty = [
-                    m["id"]
-                    for m in listing["members"]
-                    if m["agency"] == agency and DUTY_ROLES.intersection(m["roles"])
+                    m["id"] for m in listing["members"] if m["agency"] == agency and DUTY_ROLES.intersection(m["roles"])
                 ]
                 if not duty:
                     raise InvalidRequest(f"No member of agency {agency} can receive packets.")
@@ -186,10 +184,24 @@ class ExchangeClient:
         return recipients
 
     async def prepare(
-        self, packet_file: Mapping[str, Any], *, now: datetime | None = None
+        self, packet_file: Mapping[str, Any], *, now: datetime | None = None, base_dir: Path | None = None
     ) -> crypto.SealedPacket:
-        """Build, seal and sign a packet from a practitioner's packet file (values stay local)."""
-        sharing, body_fields, sealed_extras = policy.manifest_parts_from_packet_file(packet_file)
+        """Build, seal and sign a packet from a practitioner's packet file (values stay local).
+
+        Document and image fields name a file; relative paths are read from ``base_dir``
+        (the packet file's folder, for the CLI).
+        """
+
+        def read_attachment(name: str) -> bytes:
+            path = Path(name) if base_dir is None else base_dir / name
+            try:
+                return path.read_bytes()
+            except OSError:
+                raise InvalidRequest(f"The attachment {name} cannot be read.") from None
+
+        sharing, body_fields, sealed_extras = policy.manifest_parts_from_packet_file(
+            packet_file, read_attachment=read_attachment
+        )
         recipients = await self.resolve_recipients(packet_file.get("to", []))
         packet_id = new_id("pkt")
         manifest: dict[str, Any] = {
@@ -201,9 +213,7 @@ class ExchangeClient:
                 "agency": self.credentials.agency_id,
                 "signing_key": self.credentials.signing.key_id,
             },
-            "recipients": [
-                {"member": r.member, "agency": r.agency, "encryption_key": r.key_id} for r in recipients
-            ],
+            "recipients": [{"member": r.member, "agency": r.agency, "encryption_key": r.key_id} for r in recipients],
         } | sharing
         identifier = packet_file.get("subject_identifier")
         if identifier:
@@ -280,6 +290,4 @@ def open_fetched(fetched: Mapping[str, Any], credentials: MemberCredentials) -> 
         credentials.member_id,
         credentials.encryption,
     )
-    return OpenedPacket(
-        fetched["packet_id"], manifest, crypto.manifest_digest(manifest), body, fetched.get("approval")
-    )
+    return OpenedPacket(fetched["packet_id"], manifest, crypto.manifest_digest(manifest), body, fetched.get("approval"))

@@ -98,3 +98,35 @@ def referral_without_consent(to: list[str]) -> dict[str, Any]:
         without_consent={"reason": "significant_harm_risk"},
         transparency={"status": "not_informed", "reason": "would_increase_risk"},
     )
+
+
+def imminent_harm(to: list[str], inform_by: str) -> dict[str, Any]:
+    """A notification of imminent harm: sent at once without consent, the manager's approval owed."""
+    packet = referral(
+        to,
+        kind="notification",
+        purpose="imminent_harm_notification",
+        urgency="immediate",
+        consent={"status": "not_sought"},
+        without_consent={"reason": "significant_harm_risk"},
+        transparency={"status": "not_informed", "reason": "will_inform_later", "inform_by": inform_by},
+        proportionality={
+            "risk_level": "significant_harm",
+            "imminent": True,
+            "could_wait": False,
+            "expected_benefit": "protects_from_harm",
+            "relationship_impact_considered": True,
+        },
+    )
+    fields = packet["fields"]
+    packet["fields"] = {
+        "child_name": fields["child_name"],
+        "current_location": {
+            "value": "Northfield Park",
+            "label": "fact_observed",
+            "currency": "current",
+            "as_of": "2026-11-20",
+        },
+        "concern_description": fields["concern_description"],
+    }
+    return packet

@@ -139,3 +139,54 @@ async def test_rejection_lists_every_violation_and_is_recorded(deployment: Deplo
     assert "packet.rejected" in types
     async with deployment.client("csc-duty") as duty:
         assert await duty.inbox() == []
+
+
+async def test_imminent_harm_goes_at_once_and_the_approval_is_owed(deployment: Deployment) -> None:
+    """Imminent harm: delivered immediately; the manager's queue shows an approval owed within the hour."""
+    from datetime import timedelta
+
+    from exchange.domain import utc_now
+    from tests.packet_files import imminent_harm
+
+    tomorrow = (utc_now() + timedelta(days=1)).date().isoformat()
+    async with deployment.client("school-dsl") as dsl:
+        sent = await dsl.send(imminent_harm([_id(deployment, "csc-duty")], tomorrow))
+    assert sent["status"] == "delivered"
+    assert sent["approval_due"] is not None
+    async with deployment.client("csc-duty") as duty:
+        assert [p["packet_id"] for p in await duty.inbox()] == [sent["packet_id"]]
+    async with deployment.client("school-head") as head:
+        queue = (await head.request("GET", "/v1/approvals"))["packets"]
+        assert [(q["packet_id"], q["state"]) for q in queue] == [(sent["packet_id"], "approval_owed")]
+        decided = await _decide(head, sent["packet_id"])
+        assert decided["status"] == "delivered"  # type: ignore[index]
+        assert (await head.request("GET", "/v1/approvals"))["packets"] == []
+
+
+async def test_duplicate_recipients_are_a_rule_not_a_crash(deployment: Deployment) -> None:
+    """Listing the same recipient twice is reported as a sharing rule with the others."""
+    duty = _id(deployment, "csc-duty")
+    async with deployment.client("school-dsl") as dsl:
+        sealed = await dsl.prepare(referral([duty]))
+        import json
+        from dataclasses import replace
+
+        from exchange import crypto
+
+        manifest = json.loads(json.dumps(sealed.manifest))
+        manifest["recipients"].append(manifest["recipients"][0])
+        resigned = replace(
+            sealed, manifest=manifest, signature=dsl.credentials.signing.sign(crypto.canonical_json(manifest))
+        )
+        with pytest.raises(ApiError) as refused:
+            await dsl.submit(resigned)
+    assert "recipient.duplicate" in {v["rule"] for v in refused.value.problem["violations"]}
+
+
+async def test_onward_sharing_from_a_packet_never_received_fails_closed(deployment: Deployment) -> None:
+    """A packet claiming to derive from one its sender never received is refused."""
+    async with deployment.client("school-dsl") as dsl:
+        first = await dsl.send(referral([_id(deployment, "csc-duty")]))
+        with pytest.raises(ApiError) as refused:
+            await dsl.send(referral([_id(deployment, "csc-duty")], derived_from=[first["packet_id"]]))
+    assert "consent.onward_source_unknown" in {v["rule"] for v in refused.value.problem["violations"]}

@@ -331,7 +331,7 @@ _whoami = with_client(_whoami_work)
 
 async def _send_work(client: ExchangeClient, args: argparse.Namespace) -> Any:
     packet_file = _load_json(args.file)
-    sealed = await client.prepare(packet_file)
+    sealed = await client.prepare(packet_file, base_dir=args.file.resolve().parent)
     approval = None
     if args.approval_from is not None:
         manager = MemberCredentials.load(args.approval_from)

@@ -11,11 +11,11 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from exchange import schemas
+from exchange import policy, schemas
 from exchange.domain import APPROVER_ROLES, Actor, DeliveryStatus, Event, PacketRecord, PacketStatus, iso
-from exchange.errors import Conflict, Forbidden, NotFound
+from exchange.errors import Conflict, Forbidden, NotFound, PolicyViolation
 from exchange.service.context import ServiceContext
-from exchange.service.packets import check_approval
+from exchange.service.packets import check_approval, sharing_context
 
 
 def _require_approver(actor: Actor) -> None:
@@ -61,6 +61,25 @@ async def show(ctx: ServiceContext, actor: Actor, packet_id: str) -> dict[str, A
     return _queue_item(await _pending(ctx, actor, packet_id))
 
 
+async def _check_still_deliverable(ctx: ServiceContext, packet: PacketRecord, manifest: dict[str, Any]) -> None:
+    """Run the rules again at delivery time, now with the approval: nothing is delivered that breaks them."""
+    sender = await ctx.store.get_member(packet.sender_member)
+    agency = await ctx.store.get_agency(packet.sender_agency)
+    if sender is None or agency is None:
+        raise Conflict("The sender of this packet is no longer in the directory; it cannot be delivered.")
+    kinds: dict[str, str] = {}
+    for delivery in await ctx.store.deliveries_for_packet(packet.id):
+        recipient_agency = await ctx.store.get_agency(delivery.recipient_agency)
+        if recipient_agency is not None:
+            kinds[delivery.recipient_member] = recipient_agency.kind.value
+    context = await sharing_context(
+        ctx, Actor(sender, agency, ""), manifest, kinds, approval_attached=True, stage="delivery"
+    )
+    decision = policy.evaluate(manifest, context, ctx.extras["catalogue"])
+    if decision.violations:
+        raise PolicyViolation(decision.violations)
+
+
 async def decide(ctx: ServiceContext, actor: Actor, packet_id: str, document: Any) -> dict[str, Any]:
     """Record a manager's signed approval or refusal; an approval delivers a held packet."""
     schemas.check(document, "approval.v1", what="approval")
@@ -73,6 +92,8 @@ async def decide(ctx: ServiceContext, actor: Actor, packet_id: str, document: An
     approve = document["decision"] == "approve"
     held = packet.status is PacketStatus.AWAITING_APPROVAL
     manifest = json.loads(packet.manifest)
+    if approve and held:
+        await _check_still_deliverable(ctx, packet, manifest)
     async with ctx.change() as change:
         now = iso(change.now)
         if approve:

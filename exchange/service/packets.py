@@ -84,12 +84,13 @@ async def submit(ctx: ServiceContext, actor: Actor, document: Any) -> Submission
         checked = await _check_submission(ctx, actor, document)
         decision = policy.evaluate(
             checked.manifest,
-            policy.SharingContext(
-                sender_agency_kind=actor.agency.kind.value,
-                recipient_agency_kinds=checked.recipient_kinds,
+            await sharing_context(
+                ctx,
+                actor,
+                checked.manifest,
+                checked.recipient_kinds,
                 approval_attached=checked.approval is not None and checked.approval["decision"] == "approve",
-                now=ctx.clock(),
-                recipient_cap=ctx.config.max_recipients,
+                stage="submission",
             ),
             ctx.extras["catalogue"],
         )
@@ -148,12 +149,10 @@ async def _check_submission(ctx: ServiceContext, actor: Actor, document: Any) ->
     signature = crypto.b64decode(document["signature"], what="manifest signature")
     crypto.verify_manifest_signature(manifest, signature, sender_key.public_bytes)
 
-    recipients = manifest["recipients"]
-    if len(recipients) > ctx.config.max_recipients:
-        raise InvalidRequest(f"A packet may have at most {ctx.config.max_recipients} recipients.")
+    # Too many or duplicated recipients are sharing rules (recipient.cap_exceeded, recipient.duplicate):
+    # the policy reports them with every other violation, so only the unique ones are looked up here.
+    recipients = list({r["member"]: r for r in manifest["recipients"]}.values())
     members = [r["member"] for r in recipients]
-    if len(set(members)) != len(members):
-        raise InvalidRequest("A recipient is listed twice.")
     if actor.member_id in members:
         raise InvalidRequest("You cannot send a packet to yourself.")
     if set(document["sealed_keys"]) != set(members):
@@ -181,6 +180,42 @@ async def _check_submission(ctx: ServiceContext, actor: Actor, document: Any) ->
     if approval is not None:
         await check_approval(ctx, actor.agency_id, manifest["packet_id"], digest, approval)
     return _Checked(manifest, digest, signature, body, sealed, agencies, kinds, approval)
+
+
+async def sharing_context(
+    ctx: ServiceContext,
+    actor: Actor,
+    manifest: Mapping[str, Any],
+    recipient_kinds: Mapping[str, str],
+    *,
+    approval_attached: bool,
+    stage: policy.Stage,
+) -> policy.SharingContext:
+    """What the rules need besides the manifest, looked up in the directory and the store.
+
+    For each packet this one is derived from (``derived_from``), the onward-sharing limit of its
+    consent applies — but only for packets the sender actually received; any other id is left out
+    so the rule fails closed. Requests (``in_reply_to``) are not stored yet, so a reply is refused.
+    """
+    limits: dict[str, policy.OnwardLimit] = {}
+    for earlier_id in manifest.get("derived_from") or []:
+        earlier = await ctx.store.get_packet(earlier_id)
+        if earlier is None:
+            continue
+        received = [
+            d for d in await ctx.store.deliveries_for_packet(earlier_id) if d.recipient_member == actor.member_id
+        ]
+        if received and received[0].status not in (DeliveryStatus.PENDING, DeliveryStatus.WITHDRAWN):
+            limits[earlier_id] = policy.OnwardLimit.of_manifest(json.loads(earlier.manifest))
+    return policy.SharingContext(
+        now=ctx.clock(),
+        sender_agency_kind=actor.agency.kind.value,
+        recipient_agency_kinds=dict(recipient_kinds),
+        approval_attached=approval_attached,
+        stage=stage,
+        recipient_cap=ctx.config.max_recipients,
+        onward_limits=limits,
+    )
 
 
 async def check_approval(
