@@ -76,6 +76,22 @@ async def init(
     return CreatedMember("admin", registered.member.id, agency.id, ("agency_admin",), key_file)
 
 
+async def set_agency_purposes(
+    config: Config, agency_id: str, send: list[str] | None, receive: list[str] | None
+) -> dict[str, object]:
+    """The operator sets which purposes an agency may send and receive (offline, like ``init``)."""
+    from exchange.policy import load_catalogue
+
+    known = frozenset(load_catalogue().purposes)
+    async with offline_context(config) as ctx:
+        agency = await directory.set_agency_purposes(ctx, agency_id, send, receive, known)
+    return {
+        "agency": agency.id,
+        "send_purposes": sorted(agency.send_purposes) if agency.send_purposes is not None else None,
+        "receive_purposes": sorted(agency.receive_purposes) if agency.receive_purposes is not None else None,
+    }
+
+
 #: The demo directory: a school, children's social care, police and a partnership's auditor.
 DEMO_AGENCIES = (
     ("school", "Northfield Primary School", "education"),
@@ -107,9 +123,9 @@ async def seed_demo(config: Config, *, key_dir: Path, server: str) -> list[Creat
     async with offline_context(config) as ctx:
         if await ctx.store.count_members() > 0:
             return None
-        agencies = {
-            label: await directory.create_agency(ctx, name, kind) for label, name, kind in DEMO_AGENCIES
-        }
+        agencies = {label: await directory.create_agency(ctx, name, kind) for label, name, kind in DEMO_AGENCIES}
+        # The partnership's auditors read the ledger; the directory lets that agency exchange no packets.
+        await directory.set_agency_purposes(ctx, agencies["partnership"].id, [], [], frozenset())
         for label, agency_label, name, roles in DEMO_MEMBERS:
             credentials = MemberCredentials.generate()
             agency = agencies[agency_label]

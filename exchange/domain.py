@@ -79,6 +79,9 @@ class Agency:
     name: str
     kind: AgencyKind
     created: str
+    #: The purposes this agency may send / receive (like MESH workflows); None means no list.
+    send_purposes: frozenset[str] | None = None
+    receive_purposes: frozenset[str] | None = None
 
 
 @dataclass(frozen=True)

@@ -30,9 +30,7 @@ class MemberCredentials:
     def generate(cls) -> MemberCredentials:
         return cls(None, None, None, crypto.SigningKey.generate(), crypto.EncryptionKey.generate())
 
-    def registered(
-        self, member_id: str, agency_id: str, server: str | None, display_name: str
-    ) -> MemberCredentials:
+    def registered(self, member_id: str, agency_id: str, server: str | None, display_name: str) -> MemberCredentials:
         return MemberCredentials(member_id, agency_id, server, self.signing, self.encryption, display_name)
 
     def save(self, path: Path) -> None:

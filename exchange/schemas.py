@@ -41,9 +41,7 @@ def validator(name: str) -> Draft202012Validator:
     """The validator for ``schemas/<name>.json``; the schema itself is checked first."""
     schema = json.loads((SCHEMAS_DIR / f"{name}.json").read_text(encoding="utf-8"))
     Draft202012Validator.check_schema(schema)
-    return Draft202012Validator(
-        schema, registry=_registry(), format_checker=Draft202012Validator.FORMAT_CHECKER
-    )
+    return Draft202012Validator(schema, registry=_registry(), format_checker=Draft202012Validator.FORMAT_CHECKER)
 
 
 # A property name is repeated in a message only when it looks like one of our own codes.

@@ -190,3 +190,11 @@ async def test_onward_sharing_from_a_packet_never_received_fails_closed(deployme
         with pytest.raises(ApiError) as refused:
             await dsl.send(referral([_id(deployment, "csc-duty")], derived_from=[first["packet_id"]]))
     assert "consent.onward_source_unknown" in {v["rule"] for v in refused.value.problem["violations"]}
+
+
+async def test_the_directory_limits_the_purposes_an_agency_receives(deployment: Deployment) -> None:
+    """The partnership's auditor receives no packets: the directory's empty purpose list says so."""
+    async with deployment.client("school-dsl") as dsl:
+        with pytest.raises(ApiError) as refused:
+            await dsl.send(referral([_id(deployment, "auditor")]))
+    assert "directory.purpose_not_permitted" in {v["rule"] for v in refused.value.problem["violations"]}

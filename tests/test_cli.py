@@ -9,6 +9,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import pytest
+
+from exchange.client import ApiError
 from tests.conftest import Deployment
 from tests.packet_files import referral
 
@@ -145,3 +148,19 @@ async def test_refused_send_explains_each_rule(deployment: Deployment, tmp_path:
     )
     assert "[necessity.required_field_missing]" in err
     assert "Nothing was delivered" in err
+
+
+async def test_operator_sets_an_agencys_purposes(deployment: Deployment) -> None:
+    """After limiting children's services to early help, a referral to them is refused by that rule."""
+    duty = deployment.credentials("csc-duty")
+    server = ["--data-dir", str(deployment.config.data_dir), "--keys-dir", str(deployment.config.keys_dir)]
+    result = await cli_json(
+        "agencies", "purposes", duty.agency_id or "", *server, "--receive", "early_help_coordination"
+    )
+    assert result["receive_purposes"] == ["early_help_coordination"]
+    _, err = await cli("agencies", "purposes", duty.agency_id or "", *server, "--receive", "no_such_purpose", expect=1)
+    assert "Unknown purpose codes: no_such_purpose" in err
+    async with deployment.client("school-dsl") as dsl:
+        with pytest.raises(ApiError) as refused:
+            await dsl.send(referral([duty.member_id or ""]))
+    assert "directory.purpose_not_permitted" in {v["rule"] for v in refused.value.problem["violations"]}

@@ -12,7 +12,8 @@ from exchange import crypto
 from exchange.domain import Agency, AgencyKind, Event
 from exchange.errors import Conflict
 from exchange.ledger import leaf_hash, root_hash, tree
-from exchange.store.sqlite import SqliteStore
+from exchange.store.migrations import MIGRATIONS
+from exchange.store.sqlite import SqliteStore, _statements
 
 
 def _constant(entry: bytes) -> Callable[[int], bytes]:
@@ -29,7 +30,7 @@ async def test_database_uses_wal_full_sync_and_records_its_schema_version(tmp_pa
     await store.close()
     db = sqlite3.connect(tmp_path / "exchange.sqlite")
     assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-    assert db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()[0] == "1"
+    assert db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()[0] == str(len(MIGRATIONS))
     db.close()
 
 
@@ -106,3 +107,39 @@ async def test_the_database_refuses_to_edit_or_delete_ledger_entries(tmp_path: P
     with pytest.raises(sqlite3.DatabaseError, match="append-only"):
         db.execute("DELETE FROM ledger_entries")
     db.close()
+
+
+async def test_an_older_database_is_migrated_in_place(tmp_path: Path) -> None:
+    """A database at schema version 1 gains the directory's purpose lists and keeps its agencies."""
+    path = tmp_path / "exchange.sqlite"
+    db = sqlite3.connect(path)
+    db.execute("CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+    for statement in _statements(MIGRATIONS[0]):
+        db.execute(statement)
+    db.execute("INSERT INTO meta VALUES ('schema_version', '1')")
+    db.execute("INSERT INTO agencies (id, name, kind, created) VALUES ('agy_1', 'School', 'education', 't')")
+    db.commit()
+    db.close()
+    store = await SqliteStore.open(path)
+    agencies = await store.list_agencies()
+    assert [(a.id, a.send_purposes) for a in agencies] == [("agy_1", None)]
+    async with store.write() as tx:
+        await tx.set_agency_purposes("agy_1", frozenset({"education_welfare"}), None)
+    assert (await store.get_agency("agy_1")) == Agency(
+        "agy_1", "School", AgencyKind.EDUCATION, "t", frozenset({"education_welfare"}), None
+    )
+    await store.close()
+
+
+async def test_a_database_newer_than_the_software_is_refused(tmp_path: Path) -> None:
+    """Opening a database from a newer release fails clearly instead of corrupting it."""
+    from exchange.errors import StoreUnavailable
+
+    store = await _store(tmp_path)
+    await store.close()
+    db = sqlite3.connect(tmp_path / "exchange.sqlite")
+    db.execute("UPDATE meta SET value = '999' WHERE key = 'schema_version'")
+    db.commit()
+    db.close()
+    with pytest.raises(StoreUnavailable, match="newer than this software"):
+        await _store(tmp_path)

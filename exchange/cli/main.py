@@ -71,6 +71,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--server-url", default=DEFAULT_SERVER)
     p.set_defaults(func=_init)
 
+    agencies = sub.add_parser("agencies", help="(operator) agencies in the directory")
+    agency_commands = agencies.add_subparsers(dest="agencies_command", required=True)
+    p = agency_commands.add_parser("purposes", help="set which purposes an agency may send and receive")
+    _server_options(p)
+    p.add_argument("agency_id")
+    p.add_argument("--send", help="comma-separated purpose codes; '' for none; omit to leave no list")
+    p.add_argument("--receive", help="comma-separated purpose codes; '' for none; omit to leave no list")
+    p.set_defaults(func=_agency_purposes)
+
     p = sub.add_parser("serve", help="run the exchange server")
     _server_options(p)
     p.add_argument("--host", default="127.0.0.1")
@@ -218,6 +227,17 @@ def _init(args: argparse.Namespace) -> int:
             "admin_key_file": str(created.key_file),
         },
     )
+
+
+def _codes(text: str | None) -> list[str] | None:
+    return None if text is None else [c.strip() for c in text.split(",") if c.strip()]
+
+
+def _agency_purposes(args: argparse.Namespace) -> int:
+    result = asyncio.run(
+        bootstrap.set_agency_purposes(config_from(args), args.agency_id, _codes(args.send), _codes(args.receive))
+    )
+    return output.emit(args, {"kind": "agency_purposes"} | result)
 
 
 def _is_loopback(host: str) -> bool:
@@ -399,6 +419,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
     except KeyboardInterrupt:
         return 130
+    except Exception as error:
+        if os.environ.get("EXCHANGE_DEBUG"):
+            raise
+        return output.error(
+            args,
+            {
+                "code": "client.internal_error",
+                "detail": f"An internal error ({type(error).__name__}) stopped the command; "
+                "run it again with EXCHANGE_DEBUG=1 to see the details, and report it.",
+            },
+        )
 
 
 if __name__ == "__main__":

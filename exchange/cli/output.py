@@ -184,7 +184,18 @@ def _init(result: Mapping[str, Any]) -> str:
     )
 
 
+def _agency_purposes(result: Mapping[str, Any]) -> str:
+    def listed(codes: list[str] | None) -> str:
+        return "any purpose its kind allows" if codes is None else (", ".join(codes) or "nothing")
+
+    return (
+        f"Agency {result['agency']} may now send: {listed(result['send_purposes'])}\n"
+        f"  and receive: {listed(result['receive_purposes'])}"
+    )
+
+
 _PRINTERS: dict[str, Callable[[Any], str]] = {
+    "agency_purposes": _agency_purposes,
     "inbox": _inbox,
     "outbox": _outbox,
     "sent": _sent,

@@ -12,7 +12,7 @@ import json
 from typing import Any
 
 from exchange import policy, schemas
-from exchange.domain import APPROVER_ROLES, Actor, DeliveryStatus, Event, PacketRecord, PacketStatus, iso
+from exchange.domain import APPROVER_ROLES, Actor, Agency, DeliveryStatus, Event, PacketRecord, PacketStatus, iso
 from exchange.errors import Conflict, Forbidden, NotFound, PolicyViolation
 from exchange.service.context import ServiceContext
 from exchange.service.packets import check_approval, sharing_context
@@ -67,13 +67,13 @@ async def _check_still_deliverable(ctx: ServiceContext, packet: PacketRecord, ma
     agency = await ctx.store.get_agency(packet.sender_agency)
     if sender is None or agency is None:
         raise Conflict("The sender of this packet is no longer in the directory; it cannot be delivered.")
-    kinds: dict[str, str] = {}
+    recipients: dict[str, Agency] = {}
     for delivery in await ctx.store.deliveries_for_packet(packet.id):
         recipient_agency = await ctx.store.get_agency(delivery.recipient_agency)
         if recipient_agency is not None:
-            kinds[delivery.recipient_member] = recipient_agency.kind.value
+            recipients[delivery.recipient_member] = recipient_agency
     context = await sharing_context(
-        ctx, Actor(sender, agency, ""), manifest, kinds, approval_attached=True, stage="delivery"
+        ctx, Actor(sender, agency, ""), manifest, recipients, approval_attached=True, stage="delivery"
     )
     decision = policy.evaluate(manifest, context, ctx.extras["catalogue"])
     if decision.violations:

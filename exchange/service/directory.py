@@ -59,6 +59,45 @@ async def create_agency(ctx: ServiceContext, name: str, kind: str) -> Agency:
     return agency
 
 
+async def set_agency_purposes(
+    ctx: ServiceContext,
+    agency_id: str,
+    send: list[str] | None,
+    receive: list[str] | None,
+    known_purposes: frozenset[str],
+) -> Agency:
+    """Set which purposes an agency may send and receive (operator only, like ``exchange init``).
+
+    ``None`` removes a list (the agency may then use every purpose its kind allows).
+    Unknown purpose codes are refused: a typo must not silently block an agency's sharing.
+    """
+    agency = await ctx.store.get_agency(agency_id)
+    if agency is None:
+        raise NotFound("No such agency.")
+    unknown = sorted(set(send or []) | set(receive or []) - known_purposes)
+    if unknown:
+        raise InvalidRequest(f"Unknown purpose codes: {', '.join(unknown)}; see 'exchange purposes'.")
+    send_set = frozenset(send) if send is not None else None
+    receive_set = frozenset(receive) if receive is not None else None
+    async with ctx.change() as change:
+        await change.tx.set_agency_purposes(agency_id, send_set, receive_set)
+        await change.record(
+            Event(
+                "agency.purposes_set",
+                None,
+                agency_id,
+                details={
+                    "agency": agency_id,
+                    "send": sorted(send_set) if send_set is not None else None,
+                    "receive": sorted(receive_set) if receive_set is not None else None,
+                },
+            )
+        )
+    updated = await ctx.store.get_agency(agency_id)
+    assert updated is not None
+    return updated
+
+
 async def _register(
     change: Change,
     actor: Actor | None,
@@ -232,7 +271,16 @@ async def directory(ctx: ServiceContext, agency_id: str | None = None) -> dict[s
             }
         )
     return {
-        "agencies": [{"id": a.id, "name": a.name, "kind": a.kind.value} for a in agencies],
+        "agencies": [
+            {
+                "id": a.id,
+                "name": a.name,
+                "kind": a.kind.value,
+                "send_purposes": sorted(a.send_purposes) if a.send_purposes is not None else None,
+                "receive_purposes": sorted(a.receive_purposes) if a.receive_purposes is not None else None,
+            }
+            for a in agencies
+        ],
         "members": listed,
     }
 

@@ -16,6 +16,7 @@ from exchange import crypto, policy, schemas, statements
 from exchange.domain import (
     APPROVER_ROLES,
     Actor,
+    Agency,
     DeliveryRecord,
     DeliveryStatus,
     Event,
@@ -69,8 +70,7 @@ class _Checked:
     signature: bytes
     body: bytes
     sealed_keys: dict[str, bytes]
-    recipient_agencies: dict[str, str]
-    recipient_kinds: dict[str, str]
+    recipient_agencies: dict[str, Agency]
     approval: dict[str, Any] | None
 
 
@@ -88,7 +88,7 @@ async def submit(ctx: ServiceContext, actor: Actor, document: Any) -> Submission
                 ctx,
                 actor,
                 checked.manifest,
-                checked.recipient_kinds,
+                checked.recipient_agencies,
                 approval_attached=checked.approval is not None and checked.approval["decision"] == "approve",
                 stage="submission",
             ),
@@ -157,8 +157,7 @@ async def _check_submission(ctx: ServiceContext, actor: Actor, document: Any) ->
         raise InvalidRequest("You cannot send a packet to yourself.")
     if set(document["sealed_keys"]) != set(members):
         raise CryptoError("There must be exactly one sealed content key for each recipient.")
-    agencies: dict[str, str] = {}
-    kinds: dict[str, str] = {}
+    agencies: dict[str, Agency] = {}
     for recipient in recipients:
         member = await ctx.store.get_member(recipient["member"])
         if member is None or not member.active or member.agency_id != recipient["agency"]:
@@ -168,8 +167,7 @@ async def _check_submission(ctx: ServiceContext, actor: Actor, document: Any) ->
             raise CryptoError(f"The packet is sealed to a key that is not a current key of {member.id}.")
         agency = await ctx.store.get_agency(member.agency_id)
         assert agency is not None
-        agencies[member.id] = agency.id
-        kinds[member.id] = agency.kind.value
+        agencies[member.id] = agency
 
     body = crypto.b64decode(document["body"], what="body")
     sealed = {m: crypto.b64decode(v, what="sealed key") for m, v in document["sealed_keys"].items()}
@@ -179,14 +177,14 @@ async def _check_submission(ctx: ServiceContext, actor: Actor, document: Any) ->
     approval = document.get("approval")
     if approval is not None:
         await check_approval(ctx, actor.agency_id, manifest["packet_id"], digest, approval)
-    return _Checked(manifest, digest, signature, body, sealed, agencies, kinds, approval)
+    return _Checked(manifest, digest, signature, body, sealed, agencies, approval)
 
 
 async def sharing_context(
     ctx: ServiceContext,
     actor: Actor,
     manifest: Mapping[str, Any],
-    recipient_kinds: Mapping[str, str],
+    recipient_agencies: Mapping[str, Agency],
     *,
     approval_attached: bool,
     stage: policy.Stage,
@@ -210,11 +208,18 @@ async def sharing_context(
     return policy.SharingContext(
         now=ctx.clock(),
         sender_agency_kind=actor.agency.kind.value,
-        recipient_agency_kinds=dict(recipient_kinds),
+        recipient_agency_kinds={member: agency.kind.value for member, agency in recipient_agencies.items()},
         approval_attached=approval_attached,
         stage=stage,
         recipient_cap=ctx.config.max_recipients,
         onward_limits=limits,
+        # The directory's purpose lists (DESIGN.md section 4), where an agency has them.
+        sender_purposes=actor.agency.send_purposes,
+        recipient_purposes={
+            member: agency.receive_purposes
+            for member, agency in recipient_agencies.items()
+            if agency.receive_purposes is not None
+        },
     )
 
 
@@ -287,7 +292,7 @@ async def _accept(ctx: ServiceContext, actor: Actor, checked: _Checked, decision
                 DeliveryRecord(
                     packet_id=packet.id,
                     recipient_member=member,
-                    recipient_agency=checked.recipient_agencies[member],
+                    recipient_agency=checked.recipient_agencies[member].id,
                     encryption_key=recipient["encryption_key"],
                     sealed_key=checked.sealed_keys[member],
                     status=DeliveryStatus.PENDING if hold else DeliveryStatus.DELIVERED,

@@ -33,6 +33,12 @@ class Transaction(ABC):
     async def insert_agency(self, agency: Agency) -> None: ...
 
     @abstractmethod
+    async def set_agency_purposes(
+        self, agency_id: str, send: frozenset[str] | None, receive: frozenset[str] | None
+    ) -> None:
+        """Replace the agency's purpose lists (None: no list, every purpose its kind allows)."""
+
+    @abstractmethod
     async def insert_member(self, member: Member) -> None: ...
 
     @abstractmethod

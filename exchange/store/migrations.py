@@ -103,4 +103,9 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE TRIGGER tree_heads_no_update BEFORE UPDATE ON tree_heads
         BEGIN SELECT RAISE(ABORT, 'tree heads are append-only'); END;
     """,
+    # 2: the directory says which purposes each agency may send and receive (NULL: no list).
+    """
+    ALTER TABLE agencies ADD COLUMN send_purposes TEXT;
+    ALTER TABLE agencies ADD COLUMN receive_purposes TEXT;
+    """,
 )

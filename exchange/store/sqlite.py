@@ -42,8 +42,23 @@ _PRAGMAS = (
 )
 
 
+def _purposes(text: str | None) -> frozenset[str] | None:
+    return frozenset(json.loads(text)) if text is not None else None
+
+
+def _purpose_list(purposes: frozenset[str] | None) -> str | None:
+    return json.dumps(sorted(purposes)) if purposes is not None else None
+
+
 def _agency(row: sqlite3.Row) -> Agency:
-    return Agency(row["id"], row["name"], AgencyKind(row["kind"]), row["created"])
+    return Agency(
+        row["id"],
+        row["name"],
+        AgencyKind(row["kind"]),
+        row["created"],
+        _purposes(row["send_purposes"]),
+        _purposes(row["receive_purposes"]),
+    )
 
 
 def _member(row: sqlite3.Row) -> Member:
@@ -136,8 +151,23 @@ class _SqliteTransaction(Transaction):
 
     async def insert_agency(self, agency: Agency) -> None:
         await self._db.execute(
-            "INSERT INTO agencies (id, name, kind, created) VALUES (?, ?, ?, ?)",
-            (agency.id, agency.name, agency.kind.value, agency.created),
+            "INSERT INTO agencies (id, name, kind, created, send_purposes, receive_purposes) VALUES (?, ?, ?, ?, ?, ?)",
+            (
+                agency.id,
+                agency.name,
+                agency.kind.value,
+                agency.created,
+                _purpose_list(agency.send_purposes),
+                _purpose_list(agency.receive_purposes),
+            ),
+        )
+
+    async def set_agency_purposes(
+        self, agency_id: str, send: frozenset[str] | None, receive: frozenset[str] | None
+    ) -> None:
+        await self._db.execute(
+            "UPDATE agencies SET send_purposes = ?, receive_purposes = ? WHERE id = ?",
+            (_purpose_list(send), _purpose_list(receive), agency_id),
         )
 
     async def insert_member(self, member: Member) -> None:
@@ -310,9 +340,13 @@ class SqliteStore(Store):
         path.parent.mkdir(parents=True, exist_ok=True)
         writer = await aiosqlite.connect(path, isolation_level=None)
         writer.row_factory = sqlite3.Row
-        for pragma in _PRAGMAS:
-            await writer.execute(pragma)
-        await _migrate(writer)
+        try:
+            for pragma in _PRAGMAS:
+                await writer.execute(pragma)
+            await _migrate(writer)
+        except BaseException:
+            await writer.close()
+            raise
         reader = await aiosqlite.connect(path, isolation_level=None)
         reader.row_factory = sqlite3.Row
         for pragma in _PRAGMAS[1:]:
