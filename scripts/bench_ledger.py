@@ -1,9 +1,10 @@
 """Benchmark the offline ledger verifier on a large, realistic export.
 
 Builds an export of ``--entries`` canonical-JSON events (~250 bytes each) with a signed tree head
-every ``--head-every`` entries in a temporary directory, then times ``verify_export`` on it. The
-machine's noise makes absolute times unreliable, so it also times two baselines over the very
-same entry bytes and prints ratios:
+every ``--head-every`` entries in a temporary directory, then times ``verify_export`` on it, both
+by default (the RFC 8785 canonical-form check only for the unsigned tail; here there is none) and
+with ``strict=True`` (that check for every entry). The machine's noise makes absolute times
+unreliable, so it also times two baselines over the very same entry bytes and prints ratios:
 
 * ``sha256``: a bare loop computing each entry's RFC 9162 leaf hash (the least any verifier does);
 * ``read+b64+sha256``: reading the file's lines, base64-decoding and hashing (no JSON, no tree).
@@ -88,18 +89,27 @@ def main() -> None:
                         end = raw.index(b'"', 10)
                         hashlib.sha256(b"\x00" + binascii.a2b_base64(raw[10:end])).digest()
 
-        def verify() -> None:
-            report = verify_export(path, key.public_bytes)
-            assert report.entries == args.entries
+        def verify(strict: bool) -> Callable[[], None]:
+            def run() -> None:
+                report = verify_export(path, key.public_bytes, strict=strict)
+                assert report.entries == args.entries
+            return run
 
         sha_s = best_of(args.repeat, bare_sha256)
         base_s = best_of(args.repeat, read_decode_hash)
-        verify_s = best_of(args.repeat, verify)
+        verify_s = best_of(args.repeat, verify(strict=False))
+        strict_s = best_of(args.repeat, verify(strict=True))
         size_mb = path.stat().st_size / 1e6
 
     mean = sum(map(len, entries)) / len(entries)
     print(f"export: {args.entries:,} entries (mean {mean:.0f} bytes), {len(heads)} heads, {size_mb:.1f} MB")
-    for name, seconds in (("sha256 only", sha_s), ("read+b64+sha256", base_s), ("verify_export", verify_s)):
+    timings = (
+        ("sha256 only", sha_s),
+        ("read+b64+sha256", base_s),
+        ("verify_export", verify_s),
+        ("verify --strict", strict_s),
+    )
+    for name, seconds in timings:
         print(
             f"{name:>16}: {seconds:7.3f} s  {args.entries / seconds:>12,.0f} entries/s"
             f"  ratio to sha256 {seconds / sha_s:5.1f}x"

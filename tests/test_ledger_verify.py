@@ -28,8 +28,9 @@ from exchange.ledger import (
     verify_tree_head,
     write_export,
 )
+from exchange.ledger import verify as verify_module
 from exchange.ledger.tree import Frontier
-from exchange.ledger.verify import _canonical_entry
+from exchange.ledger.verify import _canonical_entry, _seq_is
 from exchange.record import Record
 
 TIME = "2025-03-14T09:26:53.589Z"
@@ -621,6 +622,183 @@ def test_numbers_are_judged_as_rfc8785_doubles(number: bytes, canonical: bool) -
     else:
         with pytest.raises(LedgerProofError, match="canonical"):
             _canonical_entry(entry, 2, 0)
+
+
+# --------------------------------------------------------------------------- strict, and the seq under a head
+
+
+def signed_ledger(entries: list[bytes], every: int, key: crypto.SigningKey, *, upto: int | None = None) -> list[bytes]:
+    """The export of these exact entry bytes with heads the server signed over them."""
+    return Ledger(entries, sign_heads(entries, every, key, upto=upto), key.key_id).lines()
+
+
+def respelled(seq: int) -> bytes:
+    """Entry ``seq`` as valid JSON of the same value, not in canonical form (an escaped letter)."""
+    loose = make_entry(seq).replace(b"packet.delivered", b"packet.deliv\\u0065red")
+    assert loose != make_entry(seq) and json.loads(loose) == json.loads(make_entry(seq))
+    return loose
+
+
+def test_signed_non_canonical_entry_passes_by_default_but_not_strict(server_key: crypto.SigningKey) -> None:
+    """A non-canonical entry the server itself signed is covered by its head by default; --strict refuses it."""
+    entries = [make_entry(seq) for seq in range(300)]
+    entries[42] = respelled(42)
+    lines = signed_ledger(entries, 100, server_key)
+    assert verify_export(lines, server_key.public_bytes).entries == 300
+    found = problem_of(lines, server_key, strict=True)
+    assert (found["problem"], found["line"], found["seq"]) == ("entry.not_canonical", line_of_entry(lines, 42), 42)
+
+
+def test_non_canonical_entry_in_the_unsigned_tail_fails_by_default(server_key: crypto.SigningKey) -> None:
+    """Entries after the last head are covered by nothing else, so their canonical form is always checked."""
+    entries = [make_entry(seq) for seq in range(310)]
+    entries[305] = respelled(305)
+    lines = signed_ledger(entries, 100, server_key, upto=300)
+    found = problem_of(lines, server_key)
+    assert (found["problem"], found["line"], found["seq"]) == ("entry.not_canonical", line_of_entry(lines, 305), 305)
+
+
+def test_a_tail_entry_problem_is_reported_before_a_later_one(server_key: crypto.SigningKey) -> None:
+    """The deferred check keeps the first problem first: a bad tail entry before a gap, a cut or a bad end line."""
+    entries = [make_entry(seq) for seq in range(320)]
+    entries[303] = respelled(303)
+    lines = signed_ledger(entries, 100, server_key, upto=300)
+    expected = ("entry.not_canonical", line_of_entry(lines, 303), 303)
+    for broken in (
+        lines[:line_of_entry(lines, 310) - 1] + lines[line_of_entry(lines, 310):],  # a gap at 310
+        lines[:line_of_entry(lines, 315)],  # cut short
+        [*lines[:-1], b'{"entries":1,"heads":3,"kind":"end","signed_size":300}\n'],  # counts disagree
+    ):
+        found = problem_of(broken, server_key)
+        assert (found["problem"], found["line"], found["seq"]) == expected
+
+
+def test_entry_under_a_head_whose_seq_cannot_be_read_is_still_checked(server_key: crypto.SigningKey) -> None:
+    """Signed bytes that are not JSON, or lack a top-level seq, are reported at the entry even under a head."""
+    for bad, problem in (
+        (b"\xff\xfe", "entry.not_json"),
+        (make_entry(7)[:-1], "entry.not_json"),  # the closing brace is missing
+        (make_entry(7).replace(b'"seq":7', b'"seq":"7"'), "entry.missing_field"),
+        (make_entry(7, details={"seq": 7}).replace(b',"seq":7,', b","), "entry.missing_field"),
+    ):
+        entries = [make_entry(seq) for seq in range(20)]
+        entries[7] = bad
+        lines = signed_ledger(entries, 10, server_key)
+        found = problem_of(lines, server_key)
+        assert (found["problem"], found["line"], found["seq"]) == (problem, line_of_entry(lines, 7), 7)
+
+
+def test_deferred_entries_beyond_the_cap_are_checked_at_once(
+    server_key: crypto.SigningKey, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Past the memory cap the deferred entries are checked in full without waiting: stricter, never laxer."""
+    entries = [make_entry(seq) for seq in range(300)]
+    entries[42] = respelled(42)
+    lines = signed_ledger(entries, 100, server_key)
+    monkeypatch.setattr(verify_module, "_DEFERRED_BYTES", 4096)
+    found = problem_of(lines, server_key)
+    assert (found["problem"], found["seq"]) == ("entry.not_canonical", 42)
+
+
+def test_signed_entry_whose_nested_seq_matches_but_top_level_does_not(server_key: crypto.SigningKey) -> None:
+    """A "seq" inside details or actor equal to the line's seq does not hide a wrong top-level seq."""
+    for changes in (
+        {"details": {"seq": 5}},
+        {"actor": {"member": "m", "seq": 5}},
+        {"zone": {"seq": 5, "x": 1}},  # sorts after "seq": the last "seq" in the bytes is nested
+        {"zone": {"seq": 5}},
+    ):
+        entries = [make_entry(seq) for seq in range(10)]
+        entries[5] = make_entry(6, **changes)  # top-level seq 6 where seq 5 belongs
+        lines = signed_ledger(entries, 10, server_key)
+        found = problem_of(lines, server_key)
+        assert (found["problem"], found["line"], found["entry_seq"]) == (
+            "entry.seq_mismatch", line_of_entry(lines, 5), 6
+        )
+
+
+@pytest.mark.parametrize(
+    ("entry", "seq", "read"),
+    [
+        (b'{"seq":5,"t":1}', 5, True),
+        (b'{"a":"x\\\\","seq":5,"t":"y"}', 5, True),  # a string ending in an escaped backslash before it
+        (b'{"seq":3,"z\\"seq":5,"zz":1}', 5, False),  # a key ending in a quote and seq, after the real one
+        (b'{"seq":3,"z":{"seq":5,"b":1},"zz":1}', 5, False),  # nested after the top-level seq
+        (b'{"a":{"seq":5,"b":1},"t":1}', 5, False),  # nested, no top-level seq
+        (b'[{"seq":5,"b":1}]', 5, False),  # not an object
+        (b'{"seq":5,"seq":6,"t":1}', 5, False),  # repeated key: json.loads takes the last
+        (b'{"seq":5,"seq":6,"t":1}', 6, True),
+        (b'{"seq":50,"t":1}', 5, False),
+        (b'{"seq":5.0,"t":1}', 5, False),
+        (b'{"seq":5,"t":"}"}', 5, False),  # not sure: full check
+        (b'{"t":1,"seq":5}', 5, False),  # seq last: full check
+    ],
+)
+def test_seq_reader_edge_cases(entry: bytes, seq: int, read: bool) -> None:
+    """The byte search says yes only when the top-level seq is provably the one asked for."""
+    assert _seq_is(entry, seq) is read
+    if read:
+        assert json.loads(entry)["seq"] == seq
+
+
+json_keys = st.sampled_from(["seq", "a", "details", "sub", "zone", 'a"seq', 'seq"', '"seq":']) | st.text(max_size=6)
+tricky_text = st.sampled_from(['"seq":5,', "}", '\\"seq":', ',"seq":0}', "seq"]) | st.text(max_size=10)
+nested_values = st.recursive(
+    st.none() | st.booleans() | st.integers(0, 12) | tricky_text,
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(json_keys, inner, max_size=4),
+    max_leaves=10,
+)
+
+
+@given(
+    st.integers(0, 12),
+    st.dictionaries(json_keys, nested_values, max_size=5),
+    st.sampled_from(["packet.submitted", "packet.opened"]),
+    st.randoms(use_true_random=False),
+)
+def test_seq_reader_finds_the_top_level_seq_among_nested_ones(
+    seq: int, details: dict[str, Any], event_type: str, rng: Any
+) -> None:
+    """The byte search reads the top-level seq exactly, whatever "seq" keys or text lie nested around it."""
+    event: dict[str, Any] = {
+        "seq": seq, "time": TIME, "type": event_type, "actor": {"seq": seq + 1}, "details": details
+    }
+    canonical = bytes(rfc8785.dumps(event))
+    assert _seq_is(canonical, seq)
+    assert not _seq_is(canonical, seq + 1) and not _seq_is(canonical, seq * 10 + 1)
+    # Never a wrong answer, for any spelling of any object, the top-level seq present or not.
+    items = list({**details, **event}.items()) + list(details.items())
+    rng.shuffle(items)
+    for value in (dict(items), details, {**details, "seq": str(seq)}, {**details, "zzz": {"seq": seq, "a": 1}}):
+        for spelling in (
+            bytes(rfc8785.dumps(value)),
+            json.dumps(value, separators=(",", ":")).encode(),
+            json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode(),
+        ):
+            for candidate in range(13):
+                if _seq_is(spelling, candidate):
+                    top = json.loads(spelling).get("seq")
+                    assert type(top) is int and top == candidate, (spelling, candidate)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(st.dictionaries(json_keys, nested_values, max_size=4), min_size=6, max_size=6), st.data())
+def test_exports_with_nested_seq_keys_verify_and_mismatches_are_caught(
+    server_key: crypto.SigningKey, details: list[dict[str, Any]], data: st.DataObject
+) -> None:
+    """Signed entries with nested "seq" keys verify in both modes; a wrong top-level seq fails in both."""
+    entries = [
+        make_entry(seq, details={**extra, "seq": data.draw(st.integers(0, 6))}) for seq, extra in enumerate(details)
+    ]
+    lines = signed_ledger(entries, 3, server_key)
+    assert verify_export(lines, server_key.public_bytes).entries == 6
+    assert verify_export(lines, server_key.public_bytes, strict=True).entries == 6
+    wrong = data.draw(st.integers(0, 5))
+    entries[wrong] = make_entry(wrong + 1, details={**details[wrong], "seq": wrong})
+    lines = signed_ledger(entries, 3, server_key)
+    for strict in (False, True):
+        found = problem_of(lines, server_key, strict=strict)
+        assert (found["problem"], found["seq"], found["entry_seq"]) == ("entry.seq_mismatch", wrong, wrong + 1)
 
 
 # --------------------------------------------------------------------------- heads and the writer

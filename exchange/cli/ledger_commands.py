@@ -58,6 +58,10 @@ def register(sub: Any) -> None:
     p.add_argument("--export", type=Path, required=True)
     p.add_argument("--server-key", type=Path, required=True, help="the server's public key file (base64)")
     p.add_argument("--log", type=Path, help="also check this record log (JSON lines) against the ledger")
+    p.add_argument(
+        "--strict", action="store_true",
+        help="check every entry is RFC 8785 canonical JSON, not only those after the last signed head (slower)",
+    )
     p.set_defaults(func=_verify)
 
     output.register_printer("ledger_head", _print_head)
@@ -160,7 +164,7 @@ def _verify(args: argparse.Namespace) -> int:
         if show_progress:
             print(f"\r  verified {done:,} entries...", end="", file=sys.stderr, flush=True)
 
-    report = verify_export(args.export, key, log_path=args.log, progress=progress)
+    report = verify_export(args.export, key, log_path=args.log, progress=progress, strict=args.strict)
     if show_progress:
         print(file=sys.stderr)
     return output.emit(args, {"kind": "ledger_verified", "export": str(args.export)} | report.as_json())

@@ -1,12 +1,36 @@
 """The offline verifier of a ledger export: needs nothing but the export and the server's public key.
 
-It streams the export once, in O(log n) memory: for each entry it checks the bytes are RFC 8785
-canonical JSON whose ``seq`` is the entry's position, hashes the leaf (RFC 9162 section 2.1.1) and
-folds it into the frontier of perfect subtrees; at each signed tree head it checks the key, the
-Ed25519 signature and that the root recomputed from the frontier is the signed root. Every head
-being the root of one and the same sequence of entries is what makes successive heads consistent
-(RFC 9162 section 2.1.4) without separate proofs; two heads signed for the same size with different
-roots are a fork and reported as one.
+It streams the export once: for each entry it checks the ``seq`` inside the entry's bytes is the
+entry's position (and the ``seq`` on its line), hashes the leaf (RFC 9162 section 2.1.1) and folds
+it into the frontier of perfect subtrees; at each signed tree head it checks the key, the Ed25519
+signature and that the root recomputed from the frontier is the signed root. Every head being the
+root of one and the same sequence of entries is what makes successive heads consistent (RFC 9162
+section 2.1.4) without separate proofs; two heads signed for the same size with different roots are
+a fork and reported as one.
+
+How much of each entry's form is checked (``strict``)
+-----------------------------------------------------
+
+With ``strict=True`` every entry is checked in full: its bytes must be one RFC 8785 canonical JSON
+object with an integer ``seq`` equal to its position and string ``time`` and ``type``. That full
+check costs more than everything else together, so by default it is only *required* of entries no
+valid signed head covers: the unsigned tail after the last head. An entry under a head is protected
+by the server's signature over the root: changing, adding, removing or moving any byte of it breaks
+that root. For such an entry the default only reads its ``seq`` with a bounded byte search (proved
+exact for any JSON object in ``_seq_is``; when the search cannot be sure it falls back to the full
+check, so an entry that is not even JSON is still reported unless its ``seq`` reads cleanly).
+
+The trade-off, stated plainly: by default an entry that the server itself signed may be accepted
+although its bytes are not canonical JSON (in the worst case not JSON, or lacking ``time`` or
+``type``), provided its top-level ``seq`` reads as its position. The server only ever writes
+canonical entries, so such an entry means a server bug, never tampering by anyone without the
+server key. ``--strict`` rules even that out.
+
+The full check of an entry is deferred, not skipped, until a head covering it verifies; if
+verification stops at a later problem (a root mismatch, a gap, truncation), the deferred entries are
+checked first, so the first problem reported is still the earliest in the export, as in strict
+mode. Memory is O(log n) for the tree plus the deferred entries since the last head, capped at
+``_DEFERRED_BYTES``: beyond that they are checked in full at once (never laxer, only stricter).
 
 The first problem stops verification with a :class:`~exchange.errors.LedgerProofError` whose
 ``extras`` say where and what: ``{"source": "export" | "log", "line": n, "seq": s, "problem":
@@ -117,12 +141,10 @@ def _fail(problem: str, line: int | None, seq: int | None, detail: str, **more: 
 
 # --------------------------------------------------------------------------- canonical JSON, fast
 #
-# Why every entry is checked in full: the Merkle tree and the signed heads already prove the
-# bytes are the ones the server signed, so a non-canonical entry under a valid head is a server
-# bug rather than tampering — but entries in the unsigned tail are covered by nothing else, and an
-# auditor asked to rely on "canonical JSON with a sequence number" should get that checked, not
-# sampled. Checking it with the pure-Python ``rfc8785`` package costs ~14 µs an entry, more than
-# everything else together, so the common case takes a fast route that gives the same answer:
+# The full check of an entry (every entry with ``strict``, otherwise those no valid head covers;
+# see the module documentation). Doing it with the pure-Python ``rfc8785`` package costs ~14 µs
+# an entry, more than everything else together, so the common case takes a fast route that gives
+# the same answer:
 #
 # * the C JSON scanner parses the entry (floats, NaN/Infinity and integers of 16 digits or more
 #   are sent to the slow route: they are the only values whose RFC 8785 form differs from
@@ -218,6 +240,63 @@ def _canonical_entry(entry: bytes, line: int, seq: int) -> dict[str, Any]:
     return value
 
 
+# --------------------------------------------------------------------------- the seq, cheaply
+#
+# By default an entry under a signed head is not parsed: only its top-level "seq" is read, by a
+# bounded byte search from the end. ``"seq":`` can also occur in a nested object (under "actor",
+# "details", ... which sort before "seq", or under any key sorting after it) or inside a key
+# ending in a quote and "seq" (``"a\"seq":``), so the search accepts an occurrence only under
+# conditions that make it the top-level member, and otherwise answers "not sure" (the caller then
+# parses the entry in full).
+#
+# Claim: if ``entry`` is any valid JSON text (canonical or not) and ``_seq_is(entry, digits)`` is
+# true, then the entry is an object whose top-level "seq" is the integer written ``digits`` (the
+# last "seq" member if the key is repeated, as json.loads reads it). Proof, with ``at`` the last
+# occurrence of the six bytes ``"seq":`` and ``stop`` the end of ``digits`` and "," after it:
+#
+# 1. The byte before ``at`` is "{" or ",", so the quote at ``at`` is not inside a string (a quote
+#    inside a JSON string is always written escaped, right after a backslash), and as a quote
+#    outside a string followed by "s" it cannot close a string: it opens one. That string's
+#    content is ``seq`` (the next quote follows "q", not a backslash, so it closes it), and the
+#    ":" after it makes it a member name: ``at`` starts a member "seq" of some object O.
+# 2. The value is ``digits`` (``%d`` of a non-negative int: no sign, no leading zero) followed by
+#    ",", which cannot continue a JSON number: the value is that integer (not 5.0, 5e0, 50 or 05).
+# 3. The first "}" at or after ``stop`` is the text's last byte. A valid JSON text ending in "}"
+#    is an object T closed by that byte. O's own closing "}" lies after ``stop``; were O nested in
+#    T, T's closing "}" would be a second, later one. So O is T: "seq" is a top-level member.
+# 4. It is the last top-level "seq" member: ``at`` is the last occurrence of the bytes at all.
+#
+# Nothing is claimed for bytes that are not JSON: under a head the server's signature covers them
+# (see the module documentation), and in the unsigned tail or with ``strict`` the full check runs.
+# Real entries keep only "time" and "type", two short strings, after "seq", so the search scans
+# a few dozen bytes and succeeds; a "}" inside those strings, a nested object after "seq" or "seq"
+# as the last key merely sends the entry to the full check.
+
+_SEQ_KEY = b'"seq":'
+_SEQ_KEY_LEN = len(_SEQ_KEY)
+_BEFORE_KEY = b"{,"
+#: Deferred entries held before a head covers them, in bytes (with a per-entry allowance for the
+#: bookkeeping); past this they are checked in full at once.
+_DEFERRED_BYTES = 8 * 2**20
+_DEFERRED_OVERHEAD = 128
+
+
+def _seq_is(entry: bytes, seq: int) -> bool:
+    """True only if ``entry`` (when valid JSON) is an object whose top-level ``seq`` is ``seq``.
+
+    False means "mismatch or not sure": parse the entry in full. See the proof above; the verifier's
+    hot loop carries an inline copy.
+    """
+    digits = b"%d," % seq
+    at = entry.rfind(_SEQ_KEY)
+    return (
+        at > 0
+        and entry[at - 1] in _BEFORE_KEY
+        and entry.startswith(digits, at + _SEQ_KEY_LEN)
+        and entry.find(b"}", at + _SEQ_KEY_LEN + len(digits)) == len(entry) - 1
+    )
+
+
 # RFC 4648 section 3.5: the bits that pad the last base64 character must be zero. Decoders ignore
 # them, so without this check one entry's bytes would have several spellings on its line; with it,
 # the line's text and the entry's bytes determine each other. These tables give, per character,
@@ -310,8 +389,10 @@ class _Verifier:
         log: dict[int, tuple[bytes, int]] | None,
         progress: Callable[[int], None] | None,
         progress_every: int,
+        strict: bool = False,
     ) -> None:
         self.public_key = public_key
+        self.strict = strict
         self.key_id = key_id
         self.log = log
         self.progress = progress
@@ -326,6 +407,8 @@ class _Verifier:
         self.log_missing: list[tuple[int, int]] = []  # (seq, export line)
         self.log_different: list[tuple[int, int]] = []
         self.log_checked = 0
+        # (line, seq, bytes) of entries whose full check waits for a head to cover them
+        self.deferred: list[tuple[int, int, bytes]] = []
 
     # ----------------------------------------------------------------- header
 
@@ -362,6 +445,17 @@ class _Verifier:
     # ----------------------------------------------------------------- entries
 
     def run(self, lines: _Numbered) -> None:
+        """The single pass; at any problem, a deferred earlier entry's own problem is reported first."""
+        try:
+            self.pass_over(lines)
+        except LedgerProofError:
+            try:
+                self.check_deferred()
+            except LedgerProofError as earlier:
+                raise earlier from None
+            raise
+
+    def pass_over(self, lines: _Numbered) -> None:
         """The hot loop: one pass, fast path for the exact line shape the writer emits."""
         sha256 = hashlib.sha256
         a2b = binascii.a2b_base64
@@ -370,6 +464,8 @@ class _Verifier:
         canonical, scan, encode = _canonical_entry, _SCAN, _ENCODE
         stack, log = self.stack, self.log
         progress, every = self.progress, self.progress_every
+        strict, deferred, deferred_bytes = self.strict, self.deferred, 0
+        seq_key, key_len, before_key = _SEQ_KEY, _SEQ_KEY_LEN, _BEFORE_KEY
         size = self.size
         line = 1
         for line, raw in lines:
@@ -385,9 +481,11 @@ class _Verifier:
                 value = _parse_line(raw, line, size)
                 kind = value["kind"]
                 if kind == "head":
-                    self.head(value, line, lines)
+                    self.head(value, line, lines)  # covers, and so drops, the deferred entries
+                    deferred_bytes = 0
                     continue
                 if kind == "end":
+                    self.check_deferred()  # the unsigned tail: nothing but this check covers it
                     self.end(value, line, lines)
                     return
                 seq, b64 = _entry_line_fields(value, line, size)
@@ -401,22 +499,40 @@ class _Verifier:
                     raise binascii.Error
             except binascii.Error:
                 _fail("entry.bad_base64", line, size, f"Entry seq {size} (line {line}) is not valid base64.")
-            # Inline copy of _canonical_entry's fast route (a function call per entry costs ~8%).
-            try:
-                body = entry.decode("utf-8")
-                obj, stop = scan(body, 0)
-            except (_NeedsFullCanonicalisation, ValueError, StopIteration):
-                obj = canonical(entry, line, size)
+            if not strict:
+                # Inline copy of _seq_is (see its proof): the top-level seq is this entry's position.
+                digits = b"%d," % size
+                at = entry.rfind(seq_key)
+                if (
+                    at > 0
+                    and entry[at - 1] in before_key
+                    and entry.startswith(digits, at + key_len)
+                    and entry.find(b"}", at + key_len + len(digits)) == len(entry) - 1
+                ):
+                    deferred.append((line, size, entry))
+                    deferred_bytes += len(entry) + _DEFERRED_OVERHEAD
+                    if deferred_bytes > _DEFERRED_BYTES:
+                        self.check_deferred()
+                        deferred_bytes = 0
+                else:
+                    self.check_entry(entry, line, size)  # raises with the precise problem, or passes
             else:
-                if type(obj) is not dict or stop != len(body) or not body.isascii() or encode is None:
+                # Inline copy of check_entry's fast route (a function call per entry costs ~8%).
+                try:
+                    body = entry.decode("utf-8")
+                    obj, stop = scan(body, 0)
+                except (_NeedsFullCanonicalisation, ValueError, StopIteration):
                     obj = canonical(entry, line, size)
-                elif "".join(encode(obj, 0)) != body:
-                    canonical(entry, line, size)  # raises entry.not_canonical with the wording
-            seq = obj.get("seq")
-            if seq != size or type(seq) is not int or type(obj.get("time")) is not str or (
-                type(obj.get("type")) is not str
-            ):
-                self.entry_fields_problem(obj, line, size)
+                else:
+                    if type(obj) is not dict or stop != len(body) or not body.isascii() or encode is None:
+                        obj = canonical(entry, line, size)
+                    elif "".join(encode(obj, 0)) != body:
+                        canonical(entry, line, size)  # raises entry.not_canonical with the wording
+                seq = obj.get("seq")
+                if seq != size or type(seq) is not int or type(obj.get("time")) is not str or (
+                    type(obj.get("type")) is not str
+                ):
+                    self.entry_fields_problem(obj, line, size)
             # RFC 9162 section 2.1.1: leaf hash, then merge every perfect subtree it completes.
             node = sha256(b"\x00" + entry).digest()
             if log is not None:
@@ -435,6 +551,22 @@ class _Verifier:
             f"The export stops after line {line} without its closing end line: it was cut short "
             f"(the next entry would have been seq {size}).",
         )
+
+    def check_entry(self, entry: bytes, line: int, seq: int) -> None:
+        """The full check: canonical JSON object, integer seq equal to its position, string time and type."""
+        obj = _canonical_entry(entry, line, seq)
+        found = obj.get("seq")
+        if found != seq or type(found) is not int or type(obj.get("time")) is not str or (
+            type(obj.get("type")) is not str
+        ):
+            self.entry_fields_problem(obj, line, seq)
+
+    def check_deferred(self) -> None:
+        """Check in full, in export order, the entries whose check waited for a covering head."""
+        waiting = list(self.deferred)
+        self.deferred.clear()
+        for line, seq, entry in waiting:
+            self.check_entry(entry, line, seq)
 
     def entry_line_slow(self, raw: bytes, line: int, expected: int, lines: _Numbered) -> bytes:
         """An entry line not in the writer's exact shape: parse it fully and check its seq."""
@@ -552,6 +684,7 @@ class _Verifier:
         if head.root_hash != self.root():
             self.root_mismatch(head, line, lines)
         self.signed_roots[head.size] = (head.root_hash, line)
+        self.deferred.clear()  # every entry so far is under this verified head: signed by the server
         self.heads += 1
         self.last_head_size = head.size
         self.last_head_root = head.root_hash
@@ -651,14 +784,18 @@ def verify_export(
     log_path: str | os.PathLike[str] | None = None,
     progress: Callable[[int], None] | None = None,
     progress_every: int = 10_000,
+    strict: bool = False,
 ) -> VerificationReport:
     """Verify a ledger export offline against the server's raw Ed25519 public key.
 
     ``source`` is a path or the export's lines. With ``log_path``, every exported entry must also
     appear with identical bytes in that structlog JSON-lines record log. ``progress(done)`` is
-    called every ``progress_every`` entries. Returns a :class:`VerificationReport`, or raises
-    :class:`LedgerProofError` at the first problem with ``extras`` giving ``source``, ``line``,
-    ``seq`` and a stable ``problem`` code (see the module documentation).
+    called every ``progress_every`` entries. With ``strict``, every entry is checked to be RFC 8785
+    canonical JSON with string ``time`` and ``type``; by default only the entries no valid signed
+    head covers are (the others' ``seq`` is still checked: see the module documentation). Returns a
+    :class:`VerificationReport`, or raises :class:`LedgerProofError` at the first problem with
+    ``extras`` giving ``source``, ``line``, ``seq`` and a stable ``problem`` code (see the module
+    documentation).
     """
     started = time.perf_counter()
     try:
@@ -671,7 +808,7 @@ def verify_export(
     if progress_every < 1:
         raise LedgerProofError("Progress must be reported every one or more entries.")
     log = _read_log(log_path) if log_path is not None else None
-    verifier = _Verifier(server_public_key, key_id, log, progress, progress_every)
+    verifier = _Verifier(server_public_key, key_id, log, progress, progress_every, strict)
     try:
         if isinstance(source, str | os.PathLike):
             with Path(source).open("rb") as handle:
