@@ -12,8 +12,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from exchange.examples import referral
 from tests.conftest import start_deployment
-from tests.packet_files import referral
 
 
 async def main(reads: int = 300, packets: int = 100) -> None:

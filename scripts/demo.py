@@ -22,6 +22,8 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+from exchange.examples import referral, referral_without_consent
+
 STEP = 0
 
 
@@ -74,81 +76,6 @@ def wait_for(url: str, server: subprocess.Popen[bytes]) -> None:
     fail("the server did not start")
 
 
-REFERRAL: dict[str, Any] = {
-    "purpose": "referral_to_childrens_social_care",
-    "kind": "referral",
-    "urgency": "urgent",
-    "lawful_basis": {
-        "article6": "public_task",
-        "article9": "safeguarding_children",
-        "legal_power": ["children_act_2004_s11", "children_act_1989_s47"],
-    },
-    "consent": {
-        "status": "obtained",
-        "given_by": "parent_carer",
-        "informed": {
-            "what_will_happen": True,
-            "who_will_be_told_what": True,
-            "who_they_will_tell": True,
-            "why_told": True,
-        },
-        "subject_age_band": "under_13",
-    },
-    "transparency": {"status": "informed"},
-    "proportionality": {
-        "risk_level": "significant_harm",
-        "imminent": False,
-        "could_wait": False,
-        "expected_benefit": "protects_from_harm",
-        "relationship_impact_considered": True,
-    },
-    "subject_identifier": "943 476 5919",
-    "necessity": "Repeated unexplained bruising; children's social care needs to decide whether to assess.",
-    "fields": {
-        "child_name": {
-            "value": "Jamie Example",
-            "label": "fact_observed",
-            "currency": "current",
-            "as_of": "2026-11-20",
-        },
-        "child_date_of_birth": {
-            "value": "2017-03-02",
-            "label": "fact_reported",
-            "source": "parent_carer",
-            "currency": "current",
-            "as_of": "2026-11-20",
-        },
-        "child_address": {
-            "value": "1 Example Street, Northfield",
-            "label": "fact_reported",
-            "source": "parent_carer",
-            "currency": "current",
-            "as_of": "2026-11-20",
-        },
-        "parent_carer_names": {
-            "value": "Sam Example (mother)",
-            "label": "fact_reported",
-            "source": "parent_carer",
-            "currency": "current",
-            "as_of": "2026-11-20",
-        },
-        "concern_category": {
-            "value": "physical_abuse",
-            "label": "opinion",
-            "author_role": "designated_safeguarding_lead",
-            "currency": "current",
-            "as_of": "2026-11-20",
-        },
-        "concern_description": {
-            "value": "Finger-tip bruising to the upper left arm, seen on 16 and 19 November.",
-            "label": "fact_observed",
-            "currency": "current",
-            "as_of": "2026-11-19",
-        },
-    },
-}
-
-
 def main() -> int:
     work = Path(tempfile.mkdtemp(prefix="exchange-demo-"))
     port = free_port()
@@ -195,7 +122,7 @@ def run_story(work: Path, keys: Path) -> None:
 
     say("The DSL refers Jamie to children's social care: checked against the sharing rules, sealed, signed, sent")
     packet = work / "referral.json"
-    packet.write_text(json.dumps(REFERRAL | {"to": [duty_id]}, indent=2))
+    packet.write_text(json.dumps(referral([duty_id]), indent=2))
     exchange("check", str(packet), "--sender-kind", "education", "--recipient-kind", "children_social_care")
     sent = json.loads(exchange("send", str(packet), *dsl, "--json", show=False))
     if sent["status"] != "delivered":
@@ -222,7 +149,7 @@ def run_story(work: Path, keys: Path) -> None:
     exchange("outbox", *dsl)
 
     say("A packet that breaks the rules is refused, with every broken rule explained (nothing is delivered)")
-    bad = json.loads(json.dumps(REFERRAL | {"to": [duty_id]}))
+    bad = referral([duty_id])
     bad["fields"]["favourite_colour"] = {"value": "blue", "label": "fact_observed", "currency": "current"}
     del bad["fields"]["concern_category"]["author_role"]
     bad["consent"]["informed"]["why_told"] = False
@@ -230,13 +157,7 @@ def run_story(work: Path, keys: Path) -> None:
     exchange("send", str(work / "bad.json"), *dsl, expect=1)
 
     say("The parent refuses consent; the risk is of significant harm, so the DSL shares without consent")
-    refused = REFERRAL | {
-        "to": [duty_id],
-        "consent": {"status": "refused", "refused_by": "parent_carer", "subject_age_band": "under_13"},
-        "without_consent": {"reason": "significant_harm_risk"},
-        "transparency": {"status": "not_informed", "reason": "would_increase_risk"},
-    }
-    (work / "without-consent.json").write_text(json.dumps(refused, indent=2))
+    (work / "without-consent.json").write_text(json.dumps(referral_without_consent([duty_id]), indent=2))
     held = json.loads(exchange("send", str(work / "without-consent.json"), *dsl, "--json", show=False))
     if held["status"] != "awaiting_approval":
         fail(f"sharing without consent was not held for approval: {held}")

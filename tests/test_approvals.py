@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from exchange.client import ApiError, ExchangeClient
+from exchange.examples import referral, referral_without_consent
 from tests.conftest import Deployment
-from tests.packet_files import referral, referral_without_consent
 
 
 def _id(deployment: Deployment, label: str) -> str:
@@ -146,7 +146,7 @@ async def test_imminent_harm_goes_at_once_and_the_approval_is_owed(deployment: D
     from datetime import timedelta
 
     from exchange.domain import utc_now
-    from tests.packet_files import imminent_harm
+    from exchange.examples import imminent_harm
 
     tomorrow = (utc_now() + timedelta(days=1)).date().isoformat()
     async with deployment.client("school-dsl") as dsl:

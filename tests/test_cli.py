@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 
 from exchange.client import ApiError
+from exchange.examples import referral
 from tests.conftest import Deployment
-from tests.packet_files import referral
 
 
 async def cli(*args: str, expect: int = 0) -> tuple[str, str]:

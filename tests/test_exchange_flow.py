@@ -8,8 +8,8 @@ import sqlite3
 import pytest
 
 from exchange.client import ApiError
+from exchange.examples import referral
 from tests.conftest import Deployment
-from tests.packet_files import referral
 
 
 async def _ids(deployment: Deployment) -> dict[str, str]:

@@ -12,9 +12,9 @@ import pytest
 from exchange import crypto
 from exchange.client import ApiError, ExchangeClient
 from exchange.errors import LedgerProofError
+from exchange.examples import referral
 from exchange.ledger import TreeHead, leaf_hash, verify_consistency, verify_export, verify_inclusion, verify_tree_head
 from tests.conftest import Deployment
-from tests.packet_files import referral
 
 
 async def _signed_size_at_least(client: ExchangeClient, size: int) -> TreeHead:

@@ -1,4 +1,4 @@
-"""Packet files (what a practitioner writes) for end-to-end tests: one valid referral, and variants."""
+"""Example packet files (what a practitioner writes): the demo, the tests and the docs share them."""
 
 from __future__ import annotations
 
