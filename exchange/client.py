@@ -21,6 +21,8 @@ from exchange import crypto, httpsig, policy, statements
 from exchange.domain import iso, new_id, utc_now
 from exchange.errors import ExchangeError, InvalidRequest
 from exchange.keyfile import MemberCredentials
+from exchange.ledger import TreeHead
+from exchange.ledger.proofs import check_inclusion_answer
 
 #: Roles whose members receive a packet addressed to a whole agency ("agency:agy_...").
 DUTY_ROLES = frozenset({"practitioner", "manager", "safeguarding_lead"})
@@ -261,6 +263,15 @@ class ExchangeClient:
         """Fetch, verify and decrypt a packet addressed to this member."""
         fetched = await self.request("GET", f"/v1/packets/{packet_id}")
         return open_fetched(fetched, self.credentials)
+
+    async def receipt(self, seq: int, server_public_key: bytes | None = None) -> tuple[dict[str, Any], TreeHead]:
+        """Fetch and verify the proof that ledger entry ``seq`` (an event of yours) is in a signed head.
+
+        Give the server's public key to check the head's signature too. Raises
+        :class:`exchange.errors.LedgerProofError` if anything does not verify.
+        """
+        answer: dict[str, Any] = await self.request("GET", f"/v1/ledger/receipts/{int(seq)}")
+        return answer, check_inclusion_answer(answer, server_public_key)
 
     async def acknowledge(self, packet_id: str) -> Any:
         """Open the packet (verifying it) and send a signed receipt over its manifest digest."""

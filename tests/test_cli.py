@@ -164,3 +164,28 @@ async def test_operator_sets_an_agencys_purposes(deployment: Deployment) -> None
         with pytest.raises(ApiError) as refused:
             await dsl.send(referral([duty.member_id or ""]))
     assert "directory.purpose_not_permitted" in {v["rule"] for v in refused.value.problem["violations"]}
+
+
+async def test_ledger_receipt_and_proofs_from_the_cli(deployment: Deployment, tmp_path: Path) -> None:
+    """A sender checks their receipt; an auditor checks inclusion and consistency proofs, all locally verified."""
+    duty = deployment.credentials("csc-duty").member_id or ""
+    server_key = ["--server-key", str(deployment.config.server_public_key_path)]
+    dsl_key = ["--key", str(deployment.key_dir / "school-dsl.json"), "--server", deployment.url]
+    auditor = ["--key", str(deployment.key_dir / "auditor.json"), "--server", deployment.url]
+    earlier = (await cli_json("ledger", "head", *auditor))["head"]["size"]
+    async with deployment.client("school-dsl") as dsl:
+        sent = await dsl.send(referral([duty]))
+    for _ in range(50):  # heads are signed in the background, within tens of milliseconds here
+        head = await cli_json("ledger", "head", *auditor)
+        if head["head"]["size"] > sent["ledger"]["seq"]:
+            break
+        await asyncio.sleep(0.05)
+    receipt = await cli_json("ledger", "receipt", str(sent["ledger"]["seq"]), *dsl_key, *server_key)
+    assert receipt["verified"] is True
+    assert receipt["head_signature_checked"] is True
+    inclusion = await cli_json("ledger", "proof", "--seq", "3", *auditor, *server_key)
+    assert inclusion["proof_type"] == "inclusion"
+    consistency = await cli_json("ledger", "proof", "--from", str(earlier), *auditor, *server_key)
+    assert consistency["proof_type"] == "consistency"
+    shown = await cli_json("ledger", "show", "--packet", sent["packet_id"], *auditor)
+    assert [e["entry"]["type"] for e in shown["entries"]] == ["packet.submitted", "packet.delivered"]

@@ -13,7 +13,8 @@ from exchange import crypto
 from exchange.client import ApiError, ExchangeClient
 from exchange.errors import LedgerProofError
 from exchange.examples import referral
-from exchange.ledger import TreeHead, leaf_hash, verify_consistency, verify_export, verify_inclusion, verify_tree_head
+from exchange.ledger import TreeHead, leaf_hash, verify_consistency, verify_export, verify_tree_head
+from exchange.ledger.proofs import check_inclusion_answer
 from tests.conftest import Deployment
 
 
@@ -49,14 +50,18 @@ async def test_sender_checks_their_submission_receipt(deployment: Deployment) ->
     async with deployment.client("auditor") as auditor:
         await _signed_size_at_least(auditor, ledger["seq"] + 1)  # type: ignore[index]
     async with deployment.client("school-dsl") as dsl:
-        proof = await dsl.request("GET", f"/v1/ledger/receipts/{ledger['seq']}")  # type: ignore[index]
-    head = TreeHead.from_json(proof["head"])
-    verify_tree_head(head, deployment.server_public_key)
-    entry = crypto.b64decode(proof["entry"])
-    assert leaf_hash(entry).hex() == ledger["leaf_hash"]  # type: ignore[index]
-    verify_inclusion(
-        proof["seq"], head.size, leaf_hash(entry), [crypto.b64decode(p) for p in proof["proof"]], head.root_hash
-    )
+        answer, head = await dsl.receipt(ledger["seq"], deployment.server_public_key)  # type: ignore[index]
+    assert head.size > ledger["seq"]  # type: ignore[index]
+    assert leaf_hash(crypto.b64decode(answer["entry"])).hex() == ledger["leaf_hash"]  # type: ignore[index]
+    # A proof doctored by a man in the middle does not verify.
+    doctored = dict(answer) | {"proof": [crypto.b64encode(bytes(32))] * len(answer["proof"])}
+    with pytest.raises(LedgerProofError):
+        check_inclusion_answer(doctored, deployment.server_public_key)
+    # Nor does a head presented under another key.
+    from exchange.crypto import SigningKey
+
+    with pytest.raises(LedgerProofError):
+        check_inclusion_answer(answer, SigningKey.generate().public_bytes)
 
 
 async def test_receipts_are_only_for_members_involved(deployment: Deployment) -> None:

@@ -12,8 +12,8 @@ from exchange import crypto
 from exchange.cli import output
 from exchange.client import ExchangeClient
 from exchange.errors import InvalidRequest
-from exchange.ledger import TreeHead, leaf_hash, verify_export, verify_inclusion
-from exchange.ledger.heads import verify_tree_head
+from exchange.ledger import TreeHead, verify_export
+from exchange.ledger.proofs import check_consistency_answer, check_inclusion_answer
 
 
 def register(sub: Any) -> None:
@@ -59,7 +59,8 @@ def register(sub: Any) -> None:
     p.add_argument("--server-key", type=Path, required=True, help="the server's public key file (base64)")
     p.add_argument("--log", type=Path, help="also check this record log (JSON lines) against the ledger")
     p.add_argument(
-        "--strict", action="store_true",
+        "--strict",
+        action="store_true",
         help="check every entry is RFC 8785 canonical JSON, not only those after the last signed head (slower)",
     )
     p.set_defaults(func=_verify)
@@ -91,29 +92,19 @@ async def _show(client: ExchangeClient, args: argparse.Namespace) -> Any:
     return {"kind": "ledger_entries"} | await client.request("GET", f"/v1/ledger/entries?{qs}")
 
 
-def _check_head(head_json: Mapping[str, Any], server_key: Path | None) -> TreeHead:
-    head = TreeHead.from_json(head_json)
-    if server_key is not None:
-        verify_tree_head(head, read_server_key(server_key))
-    return head
+def _server_key(path: Path | None) -> bytes | None:
+    return read_server_key(path) if path is not None else None
 
 
-def _check_inclusion(result: Mapping[str, Any], server_key: Path | None) -> dict[str, Any]:
-    head = _check_head(result["head"], server_key)
-    entry = crypto.b64decode(result["entry"], what="entry")
-    leaf = leaf_hash(entry)
-    if leaf != crypto.b64decode(result["leaf_hash"], what="leaf hash"):
-        raise InvalidRequest("The entry's bytes do not hash to the leaf hash the server gave.")
-    proof = [crypto.b64decode(p, what="proof") for p in result["proof"]]
-    verify_inclusion(result["seq"], head.size, leaf, proof, head.root_hash)
+def _inclusion_result(answer: Mapping[str, Any], head: TreeHead, key_checked: bool) -> dict[str, Any]:
     return {
         "kind": "ledger_proof",
         "proof_type": "inclusion",
-        "seq": result["seq"],
+        "seq": answer["seq"],
         "size": head.size,
-        "head_signature_checked": server_key is not None,
+        "head_signature_checked": key_checked,
         "verified": True,
-        "result": dict(result),
+        "result": dict(answer),
     }
 
 
@@ -121,12 +112,7 @@ async def _proof(client: ExchangeClient, args: argparse.Namespace) -> Any:
     if args.old_size is not None:
         to = f"&to={args.size}" if args.size is not None else ""
         result = await client.request("GET", f"/v1/ledger/proof/consistency?from={args.old_size}{to}")
-        old = _check_head(result["old"], args.server_key)
-        new = _check_head(result["new"], args.server_key)
-        from exchange.ledger import verify_consistency
-
-        proof = [crypto.b64decode(p, what="proof") for p in result["proof"]]
-        verify_consistency(old.size, new.size, proof, old.root_hash, new.root_hash)
+        old, new = check_consistency_answer(result, _server_key(args.server_key))
         return {
             "kind": "ledger_proof",
             "proof_type": "consistency",
@@ -140,12 +126,13 @@ async def _proof(client: ExchangeClient, args: argparse.Namespace) -> Any:
         raise InvalidRequest("Give --seq N for an inclusion proof, or --from N for a consistency proof.")
     size = f"&size={args.size}" if args.size is not None else ""
     result = await client.request("GET", f"/v1/ledger/proof/inclusion?seq={args.seq}{size}")
-    return _check_inclusion(result, args.server_key)
+    head = check_inclusion_answer(result, _server_key(args.server_key))
+    return _inclusion_result(result, head, args.server_key is not None)
 
 
 async def _receipt(client: ExchangeClient, args: argparse.Namespace) -> Any:
-    result = await client.request("GET", f"/v1/ledger/receipts/{args.seq}")
-    return _check_inclusion(result, args.server_key)
+    result, head = await client.receipt(args.seq, _server_key(args.server_key))
+    return _inclusion_result(result, head, args.server_key is not None)
 
 
 async def _export(client: ExchangeClient, args: argparse.Namespace) -> Any:
