@@ -15,6 +15,7 @@ from exchange import crypto
 from exchange.config import Config
 from exchange.domain import Role
 from exchange.keyfile import MemberCredentials
+from exchange.policy import load_catalogue
 from exchange.record import Record
 from exchange.service import directory
 from exchange.service.context import ServiceContext
@@ -42,7 +43,13 @@ async def offline_context(config: Config) -> AsyncIterator[ServiceContext]:
     record = Record(config.record_log_path, console=False)
     store = await open_store(config.database_path)
     try:
-        yield ServiceContext(store=store, config=config, record=record, server_key=ensure_server_key(config))
+        yield ServiceContext(
+            store=store,
+            config=config,
+            record=record,
+            server_key=ensure_server_key(config),
+            catalogue=load_catalogue(),
+        )
     finally:
         await store.close()
         record.close()
@@ -80,8 +87,6 @@ async def set_agency_purposes(
     config: Config, agency_id: str, send: list[str] | None, receive: list[str] | None
 ) -> dict[str, object]:
     """The operator sets which purposes an agency may send and receive (offline, like ``init``)."""
-    from exchange.policy import load_catalogue
-
     known = frozenset(load_catalogue().purposes)
     async with offline_context(config) as ctx:
         agency = await directory.set_agency_purposes(ctx, agency_id, send, receive, known)

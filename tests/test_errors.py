@@ -44,6 +44,8 @@ async def _raw(
         ("GET", "/v1/approvals", b"", "school-dsl", 200, None),
         ("GET", "/v1/approvals", b"", "csc-duty", 403, "auth.forbidden"),
         ("GET", "/v1/ledger/head", b"", "csc-duty", 403, "auth.forbidden"),
+        ("GET", "/v1/ledger/proof/inclusion", b"", "auditor", 400, "request.invalid"),
+        ("GET", "/v1/ledger/proof/inclusion?seq=-3", b"", "auditor", 400, "request.invalid"),
         ("POST", "/v1/packets/pkt_x/acknowledgement", b'{"key_id": 1}', "csc-duty", 422, "schema.invalid"),
     ],
 )

@@ -75,7 +75,7 @@ async def _check_still_deliverable(ctx: ServiceContext, packet: PacketRecord, ma
     context = await sharing_context(
         ctx, Actor(sender, agency, ""), manifest, recipients, approval_attached=True, stage="delivery"
     )
-    decision = policy.evaluate(manifest, context, ctx.extras["catalogue"])
+    decision = policy.evaluate(manifest, context, ctx.catalogue)
     if decision.violations:
         raise PolicyViolation(decision.violations)
 

@@ -7,13 +7,17 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING
 
 from exchange import crypto
 from exchange.config import Config
 from exchange.domain import Event, LedgerReceipt, iso, utc_now
+from exchange.policy import Catalogue
 from exchange.record import Record
 from exchange.store import Store, Transaction
+
+if TYPE_CHECKING:
+    from exchange.service.ledger import HeadSigner
 
 
 @dataclass
@@ -39,10 +43,12 @@ class ServiceContext:
     config: Config
     record: Record
     server_key: crypto.SigningKey
+    catalogue: Catalogue
     clock: Callable[[], datetime] = utc_now
     #: Set whenever the ledger grows, so the tree-head signer can wake up.
     ledger_grew: asyncio.Event = field(default_factory=asyncio.Event)
-    extras: dict[str, Any] = field(default_factory=dict)
+    #: The background tree-head signer, when a server runs one (offline commands do not).
+    head_signer: HeadSigner | None = None
 
     @asynccontextmanager
     async def change(self) -> AsyncIterator[Change]:

@@ -92,7 +92,7 @@ async def submit(ctx: ServiceContext, actor: Actor, document: Any) -> Submission
                 approval_attached=checked.approval is not None and checked.approval["decision"] == "approve",
                 stage="submission",
             ),
-            ctx.extras["catalogue"],
+            ctx.catalogue,
         )
         if checked.approval is not None and checked.approval["decision"] != "approve":
             raise PolicyViolation(
@@ -132,7 +132,7 @@ async def _record_rejection(ctx: ServiceContext, actor: Actor, document: Any, er
 async def _check_submission(ctx: ServiceContext, actor: Actor, document: Any) -> _Checked:
     schemas.check(document, "packet.v1", what="packet")
     manifest = document["manifest"]
-    policy.validate_manifest_schema(manifest, ctx.extras["catalogue"])
+    policy.validate_manifest_schema(manifest, ctx.catalogue)
     now = ctx.clock()
 
     sender = manifest["sender"]

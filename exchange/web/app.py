@@ -37,11 +37,12 @@ def build_app(
         app[RECORD] = record
         server_key = bootstrap.ensure_server_key(config)
         store = await open_store(config.database_path)
-        ctx = ServiceContext(store=store, config=config, record=record, server_key=server_key, clock=clock)
-        ctx.extras["catalogue"] = load_catalogue()
+        ctx = ServiceContext(
+            store=store, config=config, record=record, server_key=server_key, catalogue=load_catalogue(), clock=clock
+        )
         app[CONTEXT] = ctx
         signer = HeadSigner(ctx)
-        ctx.extras["head_signer"] = signer
+        ctx.head_signer = signer
         await signer.start()
         record.log.info("server.started", host=config.host, port=config.port, tls=config.uses_tls)
         try:

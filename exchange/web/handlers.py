@@ -46,7 +46,7 @@ async def health(request: web.Request) -> web.Response:
     except StoreUnavailable:
         return reply({"status": "unavailable", "store": "unreachable"}, status=503)
     report: dict[str, Any] = {"status": "ok", "store": "reachable"}
-    heads = ctx.extras.get("head_signer")
+    heads = ctx.head_signer
     if heads is not None:
         report["ledger"] = await heads.health()
         if report["ledger"].get("alarm"):

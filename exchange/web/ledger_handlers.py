@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from exchange.errors import InvalidRequest
 from exchange.service import ledger
 from exchange.web.handlers import int_query, reply
 from exchange.web.keys import CONTEXT, actor_of
@@ -23,7 +24,9 @@ async def entries(request: web.Request) -> web.Response:
 
 
 async def inclusion(request: web.Request) -> web.Response:
-    seq = int_query(request, "seq", -1, high=_MAX)
+    if "seq" not in request.query:
+        raise InvalidRequest("Say which entry to prove: ?seq=N.")
+    seq = int_query(request, "seq", 0, high=_MAX)
     size = int_query(request, "size", -1, high=_MAX)
     return reply(await ledger.audit_inclusion(request.app[CONTEXT], actor_of(request), seq, None if size < 0 else size))
 
