@@ -137,3 +137,26 @@ async def test_manifest_sender_must_be_the_signer(deployment: Deployment) -> Non
             await head.submit(sealed)
     assert refused.value.http_status == 422
     assert "different sender" in refused.value.problem["detail"]
+
+
+async def test_a_rejection_never_records_free_text(deployment: Deployment) -> None:
+    """A name typed where a code belongs is refused, and the ledger's rejection entry does not repeat it."""
+    async with deployment.client("school-dsl") as dsl:
+        with pytest.raises(ApiError) as refused:
+            await dsl.request(
+                "POST",
+                "/v1/packets",
+                {
+                    "manifest": {"purpose": "Jamie Example", "packet_id": "Jamie Example"},
+                    "signature": "",
+                    "body": "x",
+                    "sealed_keys": {},
+                },
+            )
+    assert refused.value.http_status == 422
+    assert "Jamie" not in json.dumps(refused.value.problem)
+    db = sqlite3.connect(deployment.config.database_path)
+    entries = [row[0] for row in db.execute("SELECT entry FROM ledger_entries")]
+    db.close()
+    assert not any(b"Jamie" in bytes(entry) for entry in entries)
+    assert b"Jamie" not in deployment.config.record_log_path.read_bytes()

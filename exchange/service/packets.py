@@ -7,6 +7,7 @@ digests of the parts, the sharing rules) and stores ciphertext it cannot read.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -112,15 +113,22 @@ async def submit(ctx: ServiceContext, actor: Actor, document: Any) -> Submission
     return await _accept(ctx, actor, checked, decision)
 
 
+_CODE = re.compile(r"[a-z][a-z0-9_]{0,63}")
+_PACKET_ID = re.compile(r"pkt_[A-Za-z0-9]{16,64}")
+
+
 async def _record_rejection(ctx: ServiceContext, actor: Actor, document: Any, error: ExchangeError) -> None:
     manifest = document.get("manifest") if isinstance(document, Mapping) else None
     details: dict[str, Any] = {"code": error.code}
     packet_id = None
     if isinstance(manifest, Mapping):
-        if isinstance(manifest.get("purpose"), str):
-            details["purpose"] = manifest["purpose"][:80]
-        if isinstance(manifest.get("packet_id"), str):
-            packet_id = manifest["packet_id"][:80]
+        # A rejected document is untrusted: only values shaped like our own codes and ids are kept,
+        # so a name typed into the wrong place never reaches the ledger.
+        purpose, candidate = manifest.get("purpose"), manifest.get("packet_id")
+        if isinstance(purpose, str) and _CODE.fullmatch(purpose):
+            details["purpose"] = purpose
+        if isinstance(candidate, str) and _PACKET_ID.fullmatch(candidate):
+            packet_id = candidate
     if isinstance(error, PolicyViolation):
         details["rules"] = sorted({v.rule for v in error.violations})
     async with ctx.change() as change:
