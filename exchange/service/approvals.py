@@ -15,7 +15,7 @@ from exchange import policy, schemas
 from exchange.domain import APPROVER_ROLES, Actor, Agency, DeliveryStatus, Event, PacketRecord, PacketStatus, iso
 from exchange.errors import Conflict, Forbidden, NotFound, PolicyViolation
 from exchange.service.context import ServiceContext
-from exchange.service.packets import check_approval, sharing_context
+from exchange.service.packets import check_approval, record_deliveries, sharing_context
 
 
 def _require_approver(actor: Actor) -> None:
@@ -126,20 +126,10 @@ async def decide(ctx: ServiceContext, actor: Actor, packet_id: str, document: An
                     status=DeliveryStatus.DELIVERED if approve else DeliveryStatus.WITHDRAWN,
                     delivered_at=now if approve else None,
                 )
-                if approve:
-                    await change.record(
-                        Event(
-                            "packet.delivered",
-                            actor.member_id,
-                            actor.agency_id,
-                            packet=packet.id,
-                            manifest_digest=packet.manifest_digest,
-                            details={
-                                "recipient": recipient["member"],
-                                "recipient_agency": recipient["agency"],
-                            },
-                        )
-                    )
+            if approve:
+                await record_deliveries(
+                    change, actor.member_id, actor.agency_id, packet.id, packet.manifest_digest, manifest
+                )
     status = "delivered" if approve else ("refused" if held else "delivered_refusal_recorded")
     return {
         "packet_id": packet.id,

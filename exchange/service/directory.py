@@ -236,12 +236,6 @@ async def actor_for_key(ctx: ServiceContext, key_id: str, now: datetime) -> tupl
     return Actor(member, agency, key.key_id), key
 
 
-async def current_key(ctx: ServiceContext, member_id: str, use: KeyUse, now: datetime) -> MemberKey | None:
-    """The member's newest key of ``use`` that is valid now (rotation: newest wins)."""
-    keys = [k for k in await ctx.store.member_keys(member_id) if k.use is use and k.valid_at(now)]
-    return keys[-1] if keys else None
-
-
 async def directory(ctx: ServiceContext, agency_id: str | None = None) -> dict[str, Any]:
     """Agencies and members with their current public keys: what a sender needs to seal a packet."""
     now = ctx.clock()

@@ -39,7 +39,7 @@ from exchange.errors import (
     SchemaViolation,
     Violation,
 )
-from exchange.service.context import ServiceContext
+from exchange.service.context import Change, ServiceContext
 
 
 @dataclass(frozen=True)
@@ -321,18 +321,19 @@ async def _accept(ctx: ServiceContext, actor: Actor, checked: _Checked, decision
                 )
             )
         else:
-            await _record_deliveries(change, actor.member_id, actor.agency_id, packet.id, checked.digest, manifest)
+            await record_deliveries(change, actor.member_id, actor.agency_id, packet.id, checked.digest, manifest)
     return SubmissionReceipt(packet.id, checked.digest, status, submitted, packet.ack_due, packet.approval_due)
 
 
-async def _record_deliveries(
-    change: Any,
+async def record_deliveries(
+    change: Change,
     member: str | None,
     agency: str | None,
     packet_id: str,
     digest: str,
     manifest: Mapping[str, Any],
 ) -> None:
+    """One ``packet.delivered`` event per recipient, in the change that makes the packet visible to them."""
     for recipient in manifest["recipients"]:
         await change.record(
             Event(
