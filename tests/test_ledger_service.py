@@ -90,8 +90,15 @@ async def test_auditor_filters_entries_and_every_read_is_recorded(deployment: De
         found = await auditor.request("GET", f"/v1/ledger/entries?packet={sent['packet_id']}")
         types = [e["entry"]["type"] for e in found["entries"]]
         assert types == ["packet.submitted", "packet.delivered"]
+        duty = deployment.credentials("csc-duty")
+        to_duty = await auditor.request("GET", f"/v1/ledger/entries?member={duty.member_id}&type=packet.delivered")
+        assert [e["entry"]["packet"] for e in to_duty["entries"]] == [sent["packet_id"]]
+        by_agency = await auditor.request("GET", f"/v1/ledger/entries?agency={duty.agency_id}&limit=1")
+        assert len(by_agency["entries"]) == 1 and by_agency["next_start"] is not None
+        later = await auditor.request("GET", "/v1/ledger/entries?since=2999-01-01T00:00:00Z")
+        assert later["entries"] == []
         reads = await auditor.request("GET", "/v1/ledger/entries?type=ledger.read")
-    assert [e["entry"]["details"]["what"] for e in reads["entries"]] == ["entries", "entries"]
+    assert [e["entry"]["details"]["what"] for e in reads["entries"]] == ["entries"] * 5
     assert all(e["entry"]["actor"]["member"] == deployment.credentials("auditor").member_id for e in reads["entries"])
 
 

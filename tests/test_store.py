@@ -118,11 +118,26 @@ async def test_an_older_database_is_migrated_in_place(tmp_path: Path) -> None:
         db.execute(statement)
     db.execute("INSERT INTO meta VALUES ('schema_version', '1')")
     db.execute("INSERT INTO agencies (id, name, kind, created) VALUES ('agy_1', 'School', 'education', 't')")
+    old_entry = crypto.canonical_json(
+        {
+            "seq": 0,
+            "time": "2026-01-01T00:00:00.000Z",
+            "type": "packet.delivered",
+            "packet": "pkt_x",
+            "actor": {"member": "mem_a", "agency": "agy_1"},
+            "details": {"recipient": "mem_b"},
+        }
+    )
+    db.execute("INSERT INTO ledger_entries VALUES (0, ?, ?)", (old_entry, leaf_hash(old_entry)))
     db.commit()
     db.close()
     store = await SqliteStore.open(path)
     agencies = await store.list_agencies()
     assert [(a.id, a.send_purposes) for a in agencies] == [("agy_1", None)]
+    # The ledger index is built for entries written before it existed.
+    for filters in ({"member": "mem_b"}, {"agency": "agy_1"}, {"packet": "pkt_x"}, {"since": "2026-01-01"}):
+        assert [seq for seq, _, _ in await store.search_ledger(filters, 0, 10)] == [0], filters
+    assert await store.search_ledger({"member": "mem_c"}, 0, 10) == []
     async with store.write() as tx:
         await tx.set_agency_purposes("agy_1", frozenset({"education_welfare"}), None)
     assert (await store.get_agency("agy_1")) == Agency(

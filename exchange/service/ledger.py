@@ -145,31 +145,6 @@ async def latest_head(ctx: ServiceContext, actor: Actor) -> dict[str, Any]:
     return {"head": head.to_json(), "ledger_size": await ctx.store.ledger_size()}
 
 
-def _matches(entry: Mapping[str, Any], filters: Mapping[str, Any]) -> bool:
-    actor = entry.get("actor") or {}
-    details = entry.get("details") or {}
-    if filters.get("type") and entry.get("type") != filters["type"]:
-        return False
-    if filters.get("packet") and entry.get("packet") != filters["packet"]:
-        return False
-    if filters.get("member") and filters["member"] not in (
-        actor.get("member"),
-        details.get("member"),
-        details.get("recipient"),
-    ):
-        return False
-    if filters.get("agency") and filters["agency"] not in (
-        actor.get("agency"),
-        details.get("agency"),
-        details.get("recipient_agency"),
-    ):
-        return False
-    when = entry.get("time", "")
-    if filters.get("since") and when < filters["since"]:
-        return False
-    return not (filters.get("until") and when >= filters["until"])
-
-
 async def entries(
     ctx: ServiceContext, actor: Actor, filters: Mapping[str, Any], start: int, limit: int
 ) -> dict[str, Any]:
@@ -182,17 +157,10 @@ async def entries(
             except ValueError:
                 raise InvalidRequest(f"'{bound}' must be an RFC 3339 time.") from None
     await _record_read(ctx, actor, "entries", dict(filters) | {"start": start, "limit": limit})
-    found: list[dict[str, Any]] = []
-    next_start = None
-    scanned = 0
-    async for seq, entry, leaf in ctx.store.iter_ledger(start=start):
-        scanned += 1
-        parsed = json.loads(entry)
-        if _matches(parsed, filters):
-            found.append({"seq": seq, "leaf_hash": leaf.hex(), "entry": parsed})
-            if len(found) >= limit:
-                next_start = seq + 1
-                break
+    wanted = {k: str(v) for k, v in filters.items() if v}
+    rows = await ctx.store.search_ledger(wanted, start, limit + 1)
+    found = [{"seq": seq, "leaf_hash": leaf.hex(), "entry": json.loads(entry)} for seq, entry, leaf in rows[:limit]]
+    next_start = rows[limit][0] if len(rows) > limit else None
     return {"entries": found, "next_start": next_start}
 
 

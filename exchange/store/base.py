@@ -158,6 +158,11 @@ class Store(ABC):
         """Entries with ``start <= seq < stop`` as ``(seq, entry_bytes, leaf_hash)``."""
 
     @abstractmethod
+    async def search_ledger(self, filters: Mapping[str, str], start: int, limit: int) -> list[tuple[int, bytes, bytes]]:
+        """Entries from ``seq >= start`` matching every filter (type, packet, member, agency, and the
+        RFC 3339 bounds since <= time < until), in order, at most ``limit``; uses the index, no scan."""
+
+    @abstractmethod
     def iter_ledger(
         self, start: int = 0, stop: int | None = None, batch: int = 5000
     ) -> AsyncIterator[tuple[int, bytes, bytes]]:

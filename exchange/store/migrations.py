@@ -108,4 +108,27 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE agencies ADD COLUMN send_purposes TEXT;
     ALTER TABLE agencies ADD COLUMN receive_purposes TEXT;
     """,
+    # 3: an index of ledger entries by type, time, packet, member and agency, for auditors' filters.
+    # Existing entries are indexed from their own JSON (the same fields exchange.ledger.index reads).
+    """
+    CREATE TABLE ledger_refs (
+        kind TEXT NOT NULL CHECK (kind IN ('type', 'time', 'packet', 'member', 'agency')),
+        value TEXT NOT NULL,
+        seq INTEGER NOT NULL REFERENCES ledger_entries(seq),
+        PRIMARY KEY (kind, value, seq)
+    ) STRICT, WITHOUT ROWID;
+    INSERT OR IGNORE INTO ledger_refs (kind, value, seq)
+        SELECT kind, value, seq FROM (
+            SELECT 'type' AS kind, json_extract(CAST(entry AS TEXT), '$.type') AS value, seq FROM ledger_entries
+            UNION ALL SELECT 'time', json_extract(CAST(entry AS TEXT), '$.time'), seq FROM ledger_entries
+            UNION ALL SELECT 'packet', json_extract(CAST(entry AS TEXT), '$.packet'), seq FROM ledger_entries
+            UNION ALL SELECT 'member', json_extract(CAST(entry AS TEXT), '$.actor.member'), seq FROM ledger_entries
+            UNION ALL SELECT 'member', json_extract(CAST(entry AS TEXT), '$.details.member'), seq FROM ledger_entries
+            UNION ALL SELECT 'member', json_extract(CAST(entry AS TEXT), '$.details.recipient'), seq FROM ledger_entries
+            UNION ALL SELECT 'agency', json_extract(CAST(entry AS TEXT), '$.actor.agency'), seq FROM ledger_entries
+            UNION ALL SELECT 'agency', json_extract(CAST(entry AS TEXT), '$.details.agency'), seq FROM ledger_entries
+            UNION ALL SELECT 'agency', json_extract(CAST(entry AS TEXT), '$.details.recipient_agency'), seq
+                FROM ledger_entries
+        ) WHERE typeof(value) = 'text' AND value != '';
+    """,
 )

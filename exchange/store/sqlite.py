@@ -31,6 +31,7 @@ from exchange.domain import (
 from exchange.errors import Conflict, StoreUnavailable
 from exchange.ledger import merkle, tree
 from exchange.ledger.heads import TreeHead
+from exchange.ledger.index import entry_refs
 from exchange.store.base import Store, Transaction
 from exchange.store.migrations import MIGRATIONS
 
@@ -312,6 +313,10 @@ class _SqliteTransaction(Transaction):
         await self._db.execute(
             "INSERT INTO ledger_entries (seq, entry, leaf_hash) VALUES (?, ?, ?)", (seq, entry, leaf)
         )
+        await self._db.executemany(
+            "INSERT INTO ledger_refs (kind, value, seq) VALUES (?, ?, ?)",
+            [(kind, value, seq) for kind, value in entry_refs(json.loads(entry))],
+        )
         # RFC 9162 2.1.1: store every perfect subtree this leaf completes, so any proof later
         # needs only O(log n) stored hashes instead of rehashing the ledger.
         existing = await _nodes(self._db, tree.needed_nodes_for_append(seq))
@@ -461,6 +466,23 @@ class SqliteStore(Store):
         rows = await self._all(
             "SELECT seq, entry, leaf_hash FROM ledger_entries WHERE seq >= ? AND seq < ? ORDER BY seq",
             (start, stop),
+        )
+        return [(int(r[0]), bytes(r[1]), bytes(r[2])) for r in rows]
+
+    async def search_ledger(self, filters: Mapping[str, str], start: int, limit: int) -> list[tuple[int, bytes, bytes]]:
+        clauses = ["seq >= ?"]
+        params: list[Any] = [start]
+        for kind in ("type", "packet", "member", "agency"):
+            if filters.get(kind):
+                clauses.append("seq IN (SELECT seq FROM ledger_refs WHERE kind = ? AND value = ?)")
+                params += [kind, filters[kind]]
+        if filters.get("since") or filters.get("until"):
+            clauses.append("seq IN (SELECT seq FROM ledger_refs WHERE kind = 'time' AND value >= ? AND value < ?)")
+            params += [filters.get("since") or "", filters.get("until") or "\uffff"]
+        rows = await self._all(
+            f"SELECT seq, entry, leaf_hash FROM ledger_entries WHERE {' AND '.join(clauses)}"  # noqa: S608 - fixed clauses, values bound
+            " ORDER BY seq LIMIT ?",
+            [*params, limit],
         )
         return [(int(r[0]), bytes(r[1]), bytes(r[2])) for r in rows]
 
