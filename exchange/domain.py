@@ -29,6 +29,9 @@ class Role(StrEnum):
     AUDITOR = "auditor"
 
 
+#: Roles that send and receive packets; admins and auditors never hold content.
+SHARING_ROLES = frozenset({Role.PRACTITIONER, Role.MANAGER, Role.SAFEGUARDING_LEAD})
+
 #: Roles whose signature counts as the senior approval for sharing without consent.
 APPROVER_ROLES = frozenset({Role.MANAGER, Role.SAFEGUARDING_LEAD})
 

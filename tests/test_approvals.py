@@ -198,3 +198,15 @@ async def test_the_directory_limits_the_purposes_an_agency_receives(deployment: 
         with pytest.raises(ApiError) as refused:
             await dsl.send(referral([_id(deployment, "auditor")]))
     assert "directory.purpose_not_permitted" in {v["rule"] for v in refused.value.problem["violations"]}
+
+
+async def test_admins_and_auditors_neither_send_nor_receive(deployment: Deployment) -> None:
+    """A packet to an agency admin is refused by rule; an auditor cannot send at all."""
+    async with deployment.client("school-dsl") as dsl:
+        with pytest.raises(ApiError) as refused:
+            await dsl.send(referral([_id(deployment, "csc-admin")]))
+    assert "recipient.role_cannot_receive" in {v["rule"] for v in refused.value.problem["violations"]}
+    async with deployment.client("auditor") as auditor:
+        with pytest.raises(ApiError) as forbidden:
+            await auditor.send(referral([_id(deployment, "csc-duty")]))
+    assert forbidden.value.http_status == 403

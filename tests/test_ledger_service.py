@@ -139,3 +139,27 @@ async def test_export_verifies_offline_with_the_log_and_tampering_is_found(
     with pytest.raises(LedgerProofError) as failed:
         verify_export(tampered, deployment.server_public_key)
     assert failed.value.extras["seq"] is not None or failed.value.extras["line"] is not None
+
+
+async def test_concurrent_submissions_keep_one_consistent_ledger(deployment: Deployment, tmp_path: Path) -> None:
+    """Twenty packets submitted at once: every one is delivered and the ledger still verifies end to end."""
+    duty = deployment.credentials("csc-duty").member_id or ""
+
+    async def send_one(label: str) -> dict[str, object]:
+        async with deployment.client(label) as client:
+            sent: dict[str, object] = await client.send(referral([duty]))
+            return sent
+
+    results = await asyncio.gather(*(send_one(("school-dsl", "school-head")[i % 2]) for i in range(20)))
+    assert {r["status"] for r in results} == {"delivered"}
+    seqs = [r["ledger"]["seq"] for r in results]  # type: ignore[index]
+    assert len(set(seqs)) == 20
+    async with deployment.client("csc-duty") as recipient:
+        assert len(await recipient.inbox()) == 20
+    async with deployment.client("auditor") as auditor:
+        await _signed_size_at_least(auditor, max(seqs) + 1)
+        text = await auditor.request_text("GET", "/v1/ledger/export")
+    export = tmp_path / "ledger.jsonl"
+    export.write_text(text)
+    report = verify_export(export, deployment.server_public_key, log_path=deployment.config.record_log_path)
+    assert report.entries > max(seqs)

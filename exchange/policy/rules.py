@@ -46,6 +46,12 @@ SERVICE_RULES: tuple[ServiceRule, ...] = (
         src.both(src.MANAGER_APPROVAL, src.design("§7 Authorization")),
     ),
     ServiceRule(
+        "recipient.role_cannot_receive",
+        "Packets go to practitioners, managers and safeguarding leads; agency admins and auditors manage the"
+        " directory and read the record, and never receive content.",
+        src.both(src.ONLY_THOSE_WHO_NEED_IT, src.design("§2 Who uses it")),
+    ),
+    ServiceRule(
         "without_consent.approval_refused",
         "A packet whose attached decision is a manager's refusal is not sent.",
         src.MANAGER_APPROVAL,

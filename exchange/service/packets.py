@@ -16,6 +16,7 @@ from typing import Any
 from exchange import crypto, policy, schemas, statements
 from exchange.domain import (
     APPROVER_ROLES,
+    SHARING_ROLES,
     Actor,
     Agency,
     DeliveryRecord,
@@ -73,6 +74,8 @@ class _Checked:
     sealed_keys: dict[str, bytes]
     recipient_agencies: dict[str, Agency]
     approval: dict[str, Any] | None
+    #: Recipients whose roles never receive packets (a service rule, reported with the policy's).
+    cannot_receive: tuple[str, ...]
 
 
 async def submit(ctx: ServiceContext, actor: Actor, document: Any) -> SubmissionReceipt:
@@ -102,15 +105,35 @@ async def submit(ctx: ServiceContext, actor: Actor, document: Any) -> Submission
                         "without_consent.approval_refused",
                         "/approval",
                         "A manager refused this sharing; it cannot be sent with a refusal attached.",
+                        _rule_source("without_consent.approval_refused"),
                     )
                 ]
             )
-        if decision.violations:
-            raise PolicyViolation(decision.violations)
+        violations = [*_role_violations(checked), *decision.violations]
+        if violations:
+            raise PolicyViolation(violations)
     except (SchemaViolation, CryptoError, PolicyViolation, InvalidRequest) as error:
         await _record_rejection(ctx, actor, document, error)
         raise
     return await _accept(ctx, actor, checked, decision)
+
+
+def _role_violations(checked: _Checked) -> list[Violation]:
+    paths = {r["member"]: i for i, r in enumerate(checked.manifest["recipients"])}
+    return [
+        Violation(
+            "recipient.role_cannot_receive",
+            f"/recipients/{paths[member]}/member",
+            "This member is an agency admin or auditor: they manage the directory or read the record and"
+            " never receive packets. Send it to a practitioner, manager or safeguarding lead.",
+            _rule_source("recipient.role_cannot_receive"),
+        )
+        for member in checked.cannot_receive
+    ]
+
+
+def _rule_source(rule_id: str) -> str:
+    return next(rule.source for rule in policy.SERVICE_RULES if rule.id == rule_id)
 
 
 _CODE = re.compile(r"[a-z][a-z0-9_]{0,63}")
@@ -138,6 +161,8 @@ async def _record_rejection(ctx: ServiceContext, actor: Actor, document: Any, er
 
 
 async def _check_submission(ctx: ServiceContext, actor: Actor, document: Any) -> _Checked:
+    if not actor.member.has_any(*SHARING_ROLES):
+        raise Forbidden("Only practitioners, managers and safeguarding leads send packets.")
     schemas.check(document, "packet.v1", what="packet")
     manifest = document["manifest"]
     policy.validate_manifest_schema(manifest, ctx.catalogue)
@@ -166,6 +191,7 @@ async def _check_submission(ctx: ServiceContext, actor: Actor, document: Any) ->
     if set(document["sealed_keys"]) != set(members):
         raise CryptoError("There must be exactly one sealed content key for each recipient.")
     agencies: dict[str, Agency] = {}
+    cannot_receive: list[str] = []
     for recipient in recipients:
         member = await ctx.store.get_member(recipient["member"])
         if member is None or not member.active or member.agency_id != recipient["agency"]:
@@ -176,6 +202,8 @@ async def _check_submission(ctx: ServiceContext, actor: Actor, document: Any) ->
         agency = await ctx.store.get_agency(member.agency_id)
         assert agency is not None
         agencies[member.id] = agency
+        if not member.has_any(*SHARING_ROLES):
+            cannot_receive.append(recipient["member"])
 
     body = crypto.b64decode(document["body"], what="body")
     sealed = {m: crypto.b64decode(v, what="sealed key") for m, v in document["sealed_keys"].items()}
@@ -185,7 +213,7 @@ async def _check_submission(ctx: ServiceContext, actor: Actor, document: Any) ->
     approval = document.get("approval")
     if approval is not None:
         await check_approval(ctx, actor.agency_id, manifest["packet_id"], digest, approval)
-    return _Checked(manifest, digest, signature, body, sealed, agencies, approval)
+    return _Checked(manifest, digest, signature, body, sealed, agencies, approval, tuple(cannot_receive))
 
 
 async def sharing_context(
@@ -244,7 +272,7 @@ async def check_approval(
                     "/approval/approver",
                     "Only a manager or safeguarding lead of the sender's own agency can approve sharing"
                     " without consent.",
-                    "SA practice tip 4; Seven golden rules, rule 3",
+                    _rule_source("without_consent.approver_not_manager"),
                 )
             ]
         )
