@@ -18,14 +18,14 @@ from typing import Any
 import aiohttp
 
 from exchange import crypto, httpsig, policy, statements
-from exchange.domain import iso, new_id, utc_now
+from exchange.domain import SHARING_ROLES, iso, new_id, utc_now
 from exchange.errors import ExchangeError, InvalidRequest
 from exchange.keyfile import MemberCredentials
 from exchange.ledger import TreeHead
 from exchange.ledger.proofs import check_inclusion_answer
 
 #: Roles whose members receive a packet addressed to a whole agency ("agency:agy_...").
-DUTY_ROLES = frozenset({"practitioner", "manager", "safeguarding_lead"})
+DUTY_ROLES = frozenset(role.value for role in SHARING_ROLES)
 
 
 class ApiError(ExchangeError):

@@ -160,3 +160,16 @@ async def test_a_rejection_never_records_free_text(deployment: Deployment) -> No
     db.close()
     assert not any(b"Jamie" in bytes(entry) for entry in entries)
     assert b"Jamie" not in deployment.config.record_log_path.read_bytes()
+
+
+async def test_a_packet_to_an_agency_inbox_reaches_each_duty_member(deployment: Deployment) -> None:
+    """Addressed to 'agency:<children's services>', it is sealed to the duty social worker and the manager only."""
+    duty = deployment.credentials("csc-duty")
+    async with deployment.client("school-dsl") as dsl:
+        sent = await dsl.send(referral([f"agency:{duty.agency_id}"]))
+        outbox = await dsl.outbox()
+    recipients = {r["member"] for r in outbox[0]["recipients"]}
+    assert recipients == {duty.member_id, deployment.credentials("csc-manager").member_id}
+    for label in ("csc-duty", "csc-manager"):
+        async with deployment.client(label) as member:
+            assert (await member.open(sent["packet_id"])).body["fields"][0]["value"] == "Jamie Example"
