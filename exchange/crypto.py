@@ -383,11 +383,17 @@ def open_packet(
 ) -> dict[str, Any]:
     """Verify and decrypt a packet for ``member``; return the body and check it against the manifest.
 
-    Checks, in order: the sender's signature over the manifest; the body's and this member's
+    Checks, in order: that ``sender_public`` is the key the manifest names (its fingerprint); the
+    sender's signature over the manifest; the body's and this member's
     sealed key's digests; the seal (bound to this manifest, member and key); the body's AEAD tag
     (bound to this manifest); and that the body's fields are exactly the manifest's fields with
     the same labels. Any failure raises :class:`CryptoError` saying which check failed.
     """
+    sender = manifest.get("sender")
+    named_key = sender.get("signing_key") if isinstance(sender, Mapping) else None
+    if named_key != key_id_for(SIGNING_ALGORITHM, sender_public):
+        # Key ids are fingerprints: the key used to verify must be the one the manifest names.
+        raise CryptoError("The sender's key does not match the key id the manifest names.")
     verify_manifest_signature(manifest, signature, sender_public)
     check_content_digests(manifest, body, {member: sealed_key})
     content = manifest["content"]

@@ -241,3 +241,19 @@ def test_subject_pseudonym_normalises_and_needs_the_key(identifier: str) -> None
     spaced = " ".join(identifier.upper())
     assert crypto.subject_pseudonym(identifier, key) == crypto.subject_pseudonym(spaced, key)
     assert crypto.subject_pseudonym(identifier, key) != crypto.subject_pseudonym(identifier, other)
+
+
+def test_a_substituted_sender_key_is_refused() -> None:
+    """A server handing out another key (and a manifest re-signed with it) is caught by the key id fingerprint."""
+    packet = _sealed()
+    impostor = crypto.SigningKey.generate()
+    with pytest.raises(CryptoError, match="key id"):
+        crypto.open_packet(
+            packet.manifest,
+            impostor.sign(crypto.canonical_json(packet.manifest)),
+            impostor.public_bytes,
+            packet.body,
+            packet.sealed_keys["mem_alice"],
+            "mem_alice",
+            ALICE,
+        )

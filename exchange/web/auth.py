@@ -20,7 +20,7 @@ from exchange import httpsig
 from exchange.domain import iso
 from exchange.errors import AuthenticationFailed, RateLimited
 from exchange.service.directory import actor_for_key
-from exchange.web.keys import ACTOR, BODY, CONFIG, CONTEXT, REQUEST_ID
+from exchange.web.keys import ACTOR, BODY, CONFIG, CONTEXT, RECORD, REQUEST_ID
 
 #: Paths anyone may call without signing: liveness only, and it reveals nothing.
 PUBLIC_PATHS = frozenset({"/health"})
@@ -48,9 +48,24 @@ RATE_LIMITER = web.AppKey("rate_limiter", _RateLimiter)
 
 @web.middleware
 async def request_id_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Give each request an id, and put one line per request in the record (no query, no body)."""
     request[REQUEST_ID] = secrets.token_hex(8)
+    started = time.monotonic()
     response = await handler(request)
     response.headers["X-Request-Id"] = request[REQUEST_ID]
+    actor = request.get(ACTOR)
+    route = request.match_info.route.resource
+    request.app[RECORD].log.info(
+        "http.request",
+        request_id=request[REQUEST_ID],
+        method=request.method,
+        # The route's pattern, not the concrete path: ids in paths are kept out of operational lines.
+        route=route.canonical if route is not None else "unmatched",
+        status=response.status,
+        member=actor.member_id if actor else None,
+        agency=actor.agency_id if actor else None,
+        ms=round((time.monotonic() - started) * 1000, 1),
+    )
     return response
 
 
