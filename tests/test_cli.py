@@ -36,34 +36,19 @@ async def cli_json(*args: str) -> Any:
     return json.loads(out)
 
 
+def run_init(root: Path, kind: str, admin_key: Path) -> subprocess.CompletedProcess[str]:
+    """``exchange init`` for a fresh deployment under ``root``."""
+    command = [sys.executable, "-m", "exchange.cli.main", "init", "--data-dir", str(root / "var")]
+    command += ["--keys-dir", str(root / "keys"), "--agency-name", "Northshire", "--agency-kind", kind]
+    command += ["--admin-name", "Systems admin", "--admin-key-file", str(admin_key), "--json"]
+    return subprocess.run(command, capture_output=True, text=True, timeout=60, check=False)
+
+
 def test_init_creates_the_server_key_and_the_first_admin(tmp_path: Path) -> None:
     """``exchange init`` writes the server key (0600) and an admin key file that can sign requests."""
     admin_key = tmp_path / "admin.json"
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "exchange.cli.main",
-            "init",
-            "--data-dir",
-            str(tmp_path / "var"),
-            "--keys-dir",
-            str(tmp_path / "keys"),
-            "--agency-name",
-            "Northshire Police",
-            "--agency-kind",
-            "police",
-            "--admin-name",
-            "Systems admin",
-            "--admin-key-file",
-            str(admin_key),
-            "--json",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-    )
+    result = run_init(tmp_path, "police", admin_key)
+    assert result.returncode == 0, result.stderr
     created = json.loads(result.stdout)
     assert created["admin"].startswith("mem_")
     assert (tmp_path / "keys" / "server.ed25519.pem").stat().st_mode & 0o777 == 0o600
@@ -73,33 +58,10 @@ def test_init_creates_the_server_key_and_the_first_admin(tmp_path: Path) -> None
 
 def test_init_refuses_an_unknown_agency_kind(tmp_path: Path) -> None:
     """A typo in the agency kind is a clear message, not a traceback."""
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "exchange.cli.main",
-            "init",
-            "--data-dir",
-            str(tmp_path / "var"),
-            "--keys-dir",
-            str(tmp_path / "keys"),
-            "--agency-name",
-            "X",
-            "--agency-kind",
-            "polis",
-            "--admin-name",
-            "A",
-            "--admin-key-file",
-            str(tmp_path / "a.json"),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    result = run_init(tmp_path, "polis", tmp_path / "a.json")
     assert result.returncode == 1
-    assert "Unknown agency kind 'polis'" in result.stderr
-    assert "Traceback" not in result.stderr
+    assert "Unknown agency kind 'polis'" in result.stdout
+    assert "Traceback" not in result.stdout + result.stderr
 
 
 async def test_new_member_from_key_file_to_acknowledged_packet(deployment: Deployment, tmp_path: Path) -> None:
