@@ -13,6 +13,7 @@ from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, Final
 
+from exchange.examples import REFERRAL
 from exchange.policy import Catalogue, OnwardLimit, SharingContext, load_catalogue
 
 CATALOGUE: Final[Catalogue] = load_catalogue()
@@ -113,31 +114,8 @@ def make_manifest(**overrides: Any) -> dict[str, Any]:
         "recipients": recipients,
         "kind": "referral",
         "purpose": "referral_to_childrens_social_care",
-        "lawful_basis": {
-            "article6": "public_task",
-            "article9": "safeguarding_children",
-            "legal_power": ["children_act_2004_s11", "children_act_1989_s47"],
-        },
-        "consent": {
-            "status": "obtained",
-            "given_by": "parent_carer",
-            "informed": {
-                "what_will_happen": True,
-                "who_will_be_told_what": True,
-                "who_they_will_tell": True,
-                "why_told": True,
-            },
-            "subject_age_band": "under_13",
-            "obtained_on": AS_OF,
-        },
-        "transparency": {"status": "informed"},
-        "proportionality": {
-            "risk_level": "significant_harm",
-            "imminent": False,
-            "could_wait": False,
-            "expected_benefit": "protects_from_harm",
-            "relationship_impact_considered": True,
-        },
+        # The sharing sections of the example referral the demo and the end-to-end tests send.
+        **{k: copy.deepcopy(REFERRAL[k]) for k in ("lawful_basis", "consent", "transparency", "proportionality")},
         "urgency": "routine",
         "fields": referral_fields(),
         "subject": {"pseudonym": PSEUDONYM},

@@ -14,6 +14,21 @@ import pytest
 import trustme
 
 
+def _serve(root: Path, *options: str) -> list[str]:
+    """The command line of ``exchange serve`` with its data and keys under ``root``."""
+    return [
+        sys.executable,
+        "-m",
+        "exchange.cli.main",
+        "serve",
+        "--data-dir",
+        str(root / "var"),
+        "--keys-dir",
+        str(root / "keys"),
+        *options,
+    ]
+
+
 def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -53,22 +68,7 @@ async def test_serve_over_tls_answers_a_real_tls_connection(tmp_path: Path, tls_
     cert, key, ca = tls_files
     port = _free_port()
     process = subprocess.Popen(  # noqa: ASYNC220 - started once, then awaited over the network
-        [
-            sys.executable,
-            "-m",
-            "exchange.cli.main",
-            "serve",
-            "--data-dir",
-            str(tmp_path / "var"),
-            "--keys-dir",
-            str(tmp_path / "keys"),
-            "--port",
-            str(port),
-            "--tls-cert",
-            str(cert),
-            "--tls-key",
-            str(key),
-        ],
+        _serve(tmp_path, "--port", str(port), "--tls-cert", str(cert), "--tls-key", str(key)),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
     )
@@ -90,18 +90,7 @@ async def test_serve_over_tls_answers_a_real_tls_connection(tmp_path: Path, tls_
 def test_plain_http_off_loopback_is_refused(tmp_path: Path) -> None:
     """Without a certificate the server will only listen on loopback."""
     result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "exchange.cli.main",
-            "serve",
-            "--data-dir",
-            str(tmp_path / "var"),
-            "--keys-dir",
-            str(tmp_path / "keys"),
-            "--host",
-            "0.0.0.0",  # noqa: S104 - refusing this address is the point of the test
-        ],
+        _serve(tmp_path, "--host", "0.0.0.0"),  # noqa: S104 - refusing this address is the point of the test
         capture_output=True,
         text=True,
         timeout=60,
