@@ -99,11 +99,20 @@ def b64encode(data: bytes) -> str:
 
 
 def b64decode(text: str, *, what: str = "value") -> bytes:
-    """Decode standard base64 strictly; raise :class:`CryptoError` naming ``what`` otherwise."""
+    """Decode standard base64 strictly; raise :class:`CryptoError` naming ``what`` otherwise.
+
+    Strictly means the one canonical spelling (RFC 4648 section 3.5): decoders ignore the bits that
+    pad the last character, so without the round trip one value would have several spellings and a
+    change to a signed or exported text could pass unnoticed.
+    """
     try:
-        return base64.b64decode(text.encode("ascii"), validate=True)
+        raw = text.encode("ascii")
+        data = base64.b64decode(raw, validate=True)
     except (ValueError, UnicodeEncodeError, AttributeError):
         raise CryptoError(f"The {what} is not valid base64.") from None
+    if base64.b64encode(data) != raw:
+        raise CryptoError(f"The {what} is not in canonical base64 (its padding bits are not zero).")
+    return data
 
 
 def key_id_for(algorithm: str, public_bytes: bytes) -> str:

@@ -77,6 +77,29 @@ def test_canonical_json_ignores_key_order(value: dict[str, int]) -> None:
     assert crypto.canonical_json(value) == crypto.canonical_json(reordered)
 
 
+BASE64_ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/="
+
+
+@given(st.binary(max_size=70), st.text(alphabet=BASE64_ALPHABET, max_size=12))
+def test_base64_has_one_spelling_per_value(data: bytes, other: str) -> None:
+    """b64decode takes back exactly what b64encode gives: any other text is refused, so a signed
+    or exported value cannot be respelled (for example by its last character's padding bits)."""
+    assert crypto.b64decode(crypto.b64encode(data)) == data
+    if other != crypto.b64encode(data):
+        try:
+            decoded = crypto.b64decode(other)
+        except CryptoError:
+            return
+        assert crypto.b64encode(decoded) == other
+
+
+def test_base64_padding_bits_must_be_zero() -> None:
+    """"QQ==" is the letter A; "QR==" decodes to it too under lenient decoders, and is refused."""
+    assert crypto.b64decode("QQ==") == b"A"
+    with pytest.raises(CryptoError, match="canonical"):
+        crypto.b64decode("QR==")
+
+
 def test_canonical_json_refuses_non_finite_numbers() -> None:
     """A NaN cannot be canonicalised, so it can never be signed."""
     with pytest.raises(CryptoError):

@@ -8,7 +8,6 @@ signature over a tree head can never be replayed as a signature over anything el
 from __future__ import annotations
 
 import base64
-import binascii
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -74,9 +73,9 @@ def _b64(value: Any, what: str) -> bytes:
     if not isinstance(value, str):
         raise LedgerProofError(f"The tree head {what} must be a base64 string.")
     try:
-        return base64.b64decode(value.encode("ascii"), validate=True)
-    except (binascii.Error, UnicodeEncodeError):
-        raise LedgerProofError(f"The tree head {what} is not valid base64.") from None
+        return crypto.b64decode(value, what=f"tree head {what}")
+    except CryptoError as exc:
+        raise LedgerProofError(exc.detail) from None
 
 
 @dataclass(frozen=True, slots=True)

@@ -333,8 +333,8 @@ def _read_log(path: str | os.PathLike[str]) -> dict[int, tuple[bytes, int]]:
                         f"Log line {number} has a ledger entry without a whole-number seq and base64 bytes.",
                     )
                 try:
-                    entry = base64.b64decode(text.encode("ascii"), validate=True)
-                except (binascii.Error, UnicodeEncodeError):
+                    entry = crypto.b64decode(text)
+                except CryptoError:
                     _fail(
                         "log.malformed", number, seq,
                         f"Log line {number} (seq {seq}) has an entry not in base64.",
