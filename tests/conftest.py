@@ -8,8 +8,11 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 
+import os
+
 import pytest
 from aiohttp.test_utils import TestServer
+from hypothesis import settings
 
 from exchange import bootstrap
 from exchange.client import ExchangeClient
@@ -17,6 +20,12 @@ from exchange.config import Config
 from exchange.domain import utc_now
 from exchange.keyfile import MemberCredentials
 from exchange.web.app import build_app
+
+# Property tests have no deadline: a 2-core CI machine is slower than a laptop, and speed is judged in
+# scripts/bench, not in unit tests. HYPOTHESIS_PROFILE=thorough runs 1000 examples where a test sets no count.
+settings.register_profile("ci", deadline=None, print_blob=True)
+settings.register_profile("thorough", deadline=None, print_blob=True, max_examples=1000)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 
 class Clock:
