@@ -9,12 +9,15 @@ and :data:`REMOVE` deletes. Changing ``recipients`` re-seals ``content`` to matc
 from __future__ import annotations
 
 import copy
-from collections.abc import Mapping, Sequence
+import json
+import shutil
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any, Final
 
 from exchange.examples import REFERRAL
-from exchange.policy import Catalogue, OnwardLimit, SharingContext, load_catalogue
+from exchange.policy import DEFAULT_SCHEMAS_DIR, Catalogue, OnwardLimit, SharingContext, load_catalogue
 
 CATALOGUE: Final[Catalogue] = load_catalogue()
 
@@ -230,3 +233,15 @@ def make_packet_file(**overrides: Any) -> dict[str, Any]:
         for entry in manifest["fields"]
     }
     return _apply(packet, overrides)
+
+
+def broken_catalogue(
+    tmp_path: Path, change: Callable[[dict[str, Any]], None], file_name: str = "purposes.v1.json"
+) -> Path:
+    """A copy of the catalogue with ``change`` applied to one of its files."""
+    folder = tmp_path / "schemas"
+    shutil.copytree(DEFAULT_SCHEMAS_DIR, folder)
+    document = json.loads((folder / file_name).read_text(encoding="utf-8"))
+    change(document)
+    (folder / file_name).write_text(json.dumps(document), encoding="utf-8")
+    return folder

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
-from datetime import timedelta
+from datetime import UTC, datetime, time, timedelta
 from typing import Any
 
 import aiohttp
 
 from exchange import httpsig
 from exchange.domain import utc_now
+from exchange.policy import load_catalogue
 from tests.conftest import Deployment
 
 
@@ -128,3 +129,15 @@ async def test_health_needs_no_signature(deployment: Deployment) -> None:
     assert status == 200
     assert report["store"] == "reachable"
     assert report["ledger"]["alarm"] is False
+    assert report["working_days"]["region"] == "England and Wales"
+
+
+async def test_health_warns_before_the_bank_holiday_list_runs_out(deployment: Deployment) -> None:
+    """Within 90 days of the calendar's last listed day, /health says to add the next year's holidays."""
+    calendar = load_catalogue().calendar
+    end = datetime.combine(calendar.covers_until, time(12), tzinfo=UTC)
+    for days_left, alarm in ((91, False), (89, True)):
+        deployment.clock.offset_seconds = (end - timedelta(days=days_left) - utc_now()).total_seconds()
+        status, report = await _send(deployment.url, "GET", "/health", {})
+        assert (status, report["status"], report["working_days"]["alarm"]) == (200, "ok", alarm)
+    assert "schemas/working-days.v1.json" in report["working_days"]["detail"]

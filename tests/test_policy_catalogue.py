@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -24,7 +23,7 @@ from exchange.policy import (
     manifest_parts_from_packet_file,
 )
 from exchange.policy.explain import render_purposes, render_rules, render_template, template_explanations
-from tests.factories import CATALOGUE, CSC_MEMBER, NOW
+from tests.factories import CATALOGUE, CSC_MEMBER, NOW, broken_catalogue
 
 ISSUE_PURPOSES = {
     "referral_to_childrens_social_care",
@@ -109,7 +108,7 @@ def test_local_procedure_deadlines() -> None:
 def test_span_due_dates(spec: Any, start: datetime, due: datetime) -> None:
     """Durations add exactly; working days skip Saturday and Sunday."""
     span = Span.parse(spec)
-    assert span.due_from(start) == due
+    assert span.due_from(start, CATALOGUE.calendar) == due
     assert span.as_json() == spec
 
 
@@ -118,15 +117,6 @@ def test_span_refuses_what_it_cannot_count(spec: Any) -> None:
     """Months, zero, empty and free text are not deadlines."""
     with pytest.raises(ValueError, match="duration"):
         Span.parse(spec)
-
-
-def _broken_catalogue(tmp_path: Path, change: Callable[[dict[str, Any]], None]) -> Path:
-    folder = tmp_path / "schemas"
-    shutil.copytree(DEFAULT_SCHEMAS_DIR, folder)
-    purposes = json.loads((folder / "purposes.v1.json").read_text(encoding="utf-8"))
-    change(purposes)
-    (folder / "purposes.v1.json").write_text(json.dumps(purposes), encoding="utf-8")
-    return folder
 
 
 def _purpose(doc: dict[str, Any], code: str) -> dict[str, Any]:
@@ -150,7 +140,7 @@ def test_a_broken_catalogue_fails_closed_at_load(
 ) -> None:
     """A catalogue naming an unknown field, agency kind or code is refused at start-up, saying what is wrong."""
     with pytest.raises(CatalogueInvalid) as raised:
-        load_catalogue(_broken_catalogue(tmp_path, change))
+        load_catalogue(broken_catalogue(tmp_path, change))
     assert any(expected in error for error in raised.value.extras["errors"])
 
 

@@ -18,7 +18,7 @@ from exchange.policy.catalogue import (
     load_catalogue,
 )
 from exchange.policy.context import OnwardLimit, SharingContext, Stage
-from exchange.policy.deadlines import Span
+from exchange.policy.deadlines import Span, WorkingCalendar
 from exchange.policy.decision import Decision, Outcome, decide, evaluate
 from exchange.policy.packet_file import (
     PacketParts,
@@ -51,6 +51,7 @@ __all__ = [
     "Stage",
     "Suggested",
     "UrgencyDeadlines",
+    "WorkingCalendar",
     "check_packet_file",
     "clean_packet_file",
     "decide",

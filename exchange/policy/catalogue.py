@@ -2,7 +2,8 @@
 
 ``fields.v1.json`` defines every field once (what it means, whether it identifies a person,
 whether it is special-category data). ``purposes.v1.json`` lists the purposes a packet may be
-shared for, the agency kinds and the legal powers. Loading checks both files against
+shared for, the agency kinds and the legal powers. ``working-days.v1.json`` says which days count
+for deadlines set in working days. Loading checks the files against
 ``catalogue.schema.v1.json`` and then checks every cross-reference, so a catalogue that names
 an unknown field or agency kind never reaches the rules (fail closed, at start-up).
 """
@@ -12,9 +13,11 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import date
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any, ClassVar
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import SchemaError
@@ -22,13 +25,14 @@ from referencing import Registry, Resource
 
 from exchange.errors import ExchangeError
 from exchange.policy import vocabulary as v
-from exchange.policy.deadlines import Span
+from exchange.policy.deadlines import Span, WorkingCalendar
 
 #: The repository's ``schemas/`` folder (the package is installed editable beside it).
 DEFAULT_SCHEMAS_DIR = Path(__file__).resolve().parents[2] / "schemas"
 
 FIELDS_FILE = "fields.v1.json"
 PURPOSES_FILE = "purposes.v1.json"
+WORKING_DAYS_FILE = "working-days.v1.json"
 CATALOGUE_SCHEMA_FILE = "catalogue.schema.v1.json"
 MANIFEST_SCHEMA_FILE = "manifest.v1.json"
 
@@ -126,6 +130,8 @@ class Catalogue:
     reporter_roles: Mapping[str, str]
     #: Professional roles that may author an opinion (and may also report facts).
     professional_roles: Mapping[str, str]
+    #: Which days count for deadlines set in working days.
+    calendar: WorkingCalendar
     schemas_dir: Path
     manifest_validator: Draft202012Validator = field(repr=False, compare=False)
     packet_file_validator: Draft202012Validator = field(repr=False, compare=False)
@@ -152,6 +158,7 @@ def load_catalogue(schemas_dir: Path | None = None) -> Catalogue:
     folder = schemas_dir if schemas_dir is not None else DEFAULT_SCHEMAS_DIR
     fields_doc = _read_json(folder / FIELDS_FILE)
     purposes_doc = _read_json(folder / PURPOSES_FILE)
+    working_days_doc = _read_json(folder / WORKING_DAYS_FILE)
     catalogue_schema = _read_json(folder / CATALOGUE_SCHEMA_FILE)
     manifest_schema = _read_json(folder / MANIFEST_SCHEMA_FILE)
     for name, schema in ((CATALOGUE_SCHEMA_FILE, catalogue_schema), (MANIFEST_SCHEMA_FILE, manifest_schema)):
@@ -172,6 +179,7 @@ def load_catalogue(schemas_dir: Path | None = None) -> Catalogue:
     for file_name, document, definition in (
         (FIELDS_FILE, fields_doc, "fields_file"),
         (PURPOSES_FILE, purposes_doc, "purposes_file"),
+        (WORKING_DAYS_FILE, working_days_doc, "working_days_file"),
     ):
         checker = _validator({"$ref": f"{catalogue_id}#/$defs/{definition}"}, registry)
         for problem in checker.iter_errors(document):
@@ -179,7 +187,7 @@ def load_catalogue(schemas_dir: Path | None = None) -> Catalogue:
             errors.append(f"{file_name} at {where}: {problem.message}")
     if errors:
         raise CatalogueInvalid("The catalogue does not match its schema.", extras={"errors": sorted(errors)})
-    builder = _Builder(fields_doc, purposes_doc)
+    builder = _Builder(fields_doc, purposes_doc, working_days_doc)
     catalogue = builder.build(
         folder,
         _validator(manifest_schema, registry),
@@ -224,9 +232,12 @@ class _Builder:
         "expected_benefit": v.EXPECTED_BENEFITS,
     }
 
-    def __init__(self, fields_doc: Mapping[str, Any], purposes_doc: Mapping[str, Any]) -> None:
+    def __init__(
+        self, fields_doc: Mapping[str, Any], purposes_doc: Mapping[str, Any], working_days_doc: Mapping[str, Any]
+    ) -> None:
         self.fields_doc = fields_doc
         self.purposes_doc = purposes_doc
+        self.working_days_doc = working_days_doc
         self.errors: list[str] = []
 
     def build(
@@ -255,6 +266,7 @@ class _Builder:
             legal_powers=legal_powers,
             reporter_roles=reporter_roles,
             professional_roles=professional_roles,
+            calendar=self._calendar(),
             schemas_dir=folder,
             manifest_validator=manifest_validator,
             packet_file_validator=packet_validator,
@@ -282,6 +294,35 @@ class _Builder:
                 )
                 for raw in raw_fields
             }
+        )
+
+    def _calendar(self) -> WorkingCalendar:
+        doc = self.working_days_doc
+        fallback = WorkingCalendar.weekdays()
+        try:
+            time_zone = ZoneInfo(doc["time_zone"])
+        except (ZoneInfoNotFoundError, ValueError):
+            self.errors.append(f"{WORKING_DAYS_FILE} names time zone {doc['time_zone']}, which is not known here")
+            return fallback
+        covers_from, covers_until = date.fromisoformat(doc["covers_from"]), date.fromisoformat(doc["covers_until"])
+        if covers_from > covers_until:
+            self.errors.append(f"{WORKING_DAYS_FILE} covers from {covers_from} to {covers_until}: an empty range")
+        holidays: dict[date, str] = {}
+        for entry in doc["bank_holidays"]:
+            day = date.fromisoformat(entry["date"])
+            if day in holidays:
+                self.errors.append(f"{WORKING_DAYS_FILE} lists {day} twice")
+            if not covers_from <= day <= covers_until:
+                self.errors.append(f"{WORKING_DAYS_FILE} lists {day}, outside the range it says it covers")
+            if day.weekday() >= 5:
+                self.errors.append(f"{WORKING_DAYS_FILE} lists {day}, a weekend day (give the substitute day)")
+            holidays[day] = entry["title"]
+        return WorkingCalendar(
+            region=doc["region"],
+            time_zone=time_zone,
+            covers_from=covers_from,
+            covers_until=covers_until,
+            bank_holidays=MappingProxyType(holidays),
         )
 
     def _purpose(

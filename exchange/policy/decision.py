@@ -116,7 +116,8 @@ def decide(record: SharingRecord, context: SharingContext, catalogue: Catalogue)
     needs_approval = record.shares_without_consent and not context.approval_attached
     deliver_first = needs_approval and facts.imminent_harm
     spans = facts.purpose.deadlines_for(record.urgency) if facts.purpose and record.urgency else None
-    approval_due = spans.approval.due_from(context.now) if spans is not None and needs_approval else None
+    calendar = catalogue.calendar
+    approval_due = spans.approval.due_from(context.now, calendar) if spans is not None and needs_approval else None
     if context.offline and not violations and needs_approval:
         when = f" by {iso(approval_due)}" if approval_due is not None else ""
         notes.append(
@@ -132,6 +133,6 @@ def decide(record: SharingRecord, context: SharingContext, catalogue: Catalogue)
         needs_approval=needs_approval,
         deliver_before_approval=deliver_first,
         approval_due_by=approval_due,
-        ack_due_by=spans.ack.due_from(context.now) if spans is not None else None,
-        action_due_by=spans.action.due_from(context.now) if spans is not None else None,
+        ack_due_by=spans.ack.due_from(context.now, calendar) if spans is not None else None,
+        action_due_by=spans.action.due_from(context.now, calendar) if spans is not None else None,
     )

@@ -86,9 +86,21 @@ def _agencies(kinds: frozenset[str], catalogue: Catalogue) -> str:
 def render_purposes(catalogue: Catalogue, json_output: bool = False) -> str:
     """The text of ``exchange purposes``: each purpose, its fields, agencies, urgency and deadlines."""
     purposes = list(catalogue.purposes.values())
+    calendar = catalogue.calendar
     if json_output:
-        return json.dumps({"purposes": [purpose_as_json(p) for p in purposes]}, indent=2)
-    lines = [f"{len(purposes)} purposes. Start a packet with: exchange template PURPOSE > packet.json", ""]
+        working_days = {
+            "region": calendar.region,
+            "time_zone": str(calendar.time_zone),
+            "covers_until": calendar.covers_until.isoformat(),
+            "bank_holidays": {day.isoformat(): title for day, title in sorted(calendar.bank_holidays.items())},
+        }
+        return json.dumps({"purposes": [purpose_as_json(p) for p in purposes], "working_days": working_days}, indent=2)
+    lines = [
+        f"{len(purposes)} purposes. Start a packet with: exchange template PURPOSE > packet.json",
+        f"Working days are Monday to Friday in {calendar.time_zone}, less the bank holidays of {calendar.region}"
+        f" (listed to {calendar.covers_until.isoformat()}).",
+        "",
+    ]
     for p in purposes:
         optional = [name for name in p.allowed_fields if name not in p.required_fields]
         lines += [
