@@ -19,7 +19,7 @@ import aiohttp
 
 from exchange import crypto, httpsig, policy, statements
 from exchange.domain import SHARING_ROLES, iso, new_id, utc_now
-from exchange.errors import ExchangeError, InvalidRequest
+from exchange.errors import CryptoError, ExchangeError, InvalidRequest
 from exchange.keyfile import MemberCredentials
 from exchange.ledger import TreeHead
 from exchange.ledger.proofs import check_inclusion_answer
@@ -180,9 +180,13 @@ class ExchangeClient:
             if not keys:
                 raise InvalidRequest(f"Recipient {member_id} has no current encryption key.")
             key = keys[-1]
-            recipients.append(
-                crypto.Recipient(member_id, member["agency"], key["key_id"], crypto.b64decode(key["public"]))
-            )
+            public = crypto.b64decode(key["public"], what="recipient's encryption key")
+            # A key id is the key's fingerprint: check it here rather than trust the directory's word, so
+            # the id in the signed manifest is the key the packet was sealed to, and the id a recipient
+            # reads out to check their key by phone or letter really names it.
+            if crypto.check_encryption_public_key(public) != key["key_id"]:
+                raise CryptoError(f"The directory's encryption key for {member_id} does not match its key id.")
+            recipients.append(crypto.Recipient(member_id, member["agency"], key["key_id"], public))
         return recipients
 
     async def prepare(

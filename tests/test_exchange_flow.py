@@ -7,7 +7,9 @@ import sqlite3
 
 import pytest
 
+from exchange import crypto
 from exchange.client import ApiError
+from exchange.errors import CryptoError
 from exchange.examples import referral
 from tests.conftest import Deployment
 
@@ -117,8 +119,6 @@ async def test_sealed_to_a_key_that_is_not_the_recipients(deployment: Deployment
         manifest["recipients"][0]["encryption_key"] = "mlkem768x25519:" + "0" * 32
         from dataclasses import replace
 
-        from exchange import crypto
-
         resigned = replace(
             sealed, manifest=manifest, signature=dsl.credentials.signing.sign(crypto.canonical_json(manifest))
         )
@@ -173,3 +173,21 @@ async def test_a_packet_to_an_agency_inbox_reaches_each_duty_member(deployment: 
     for label in ("csc-duty", "csc-manager"):
         async with deployment.client(label) as member:
             assert (await member.open(sent["packet_id"])).body["fields"][0]["value"] == "Jamie Example"
+
+
+async def test_the_sender_checks_each_recipients_key_against_its_key_id(deployment: Deployment) -> None:
+    """A directory serving another key under the recipient's key id (a compromised server, simulated by
+    writing to its database) is caught by the sender's client before anything is sealed to it."""
+    ids = await _ids(deployment)
+    intruder = crypto.EncryptionKey.generate()
+    db = sqlite3.connect(deployment.config.database_path)
+    with db:
+        changed = db.execute(
+            "UPDATE member_keys SET public_key = ? WHERE member_id = ? AND use = 'encryption'",
+            (intruder.public_bytes, ids["csc-duty"]),
+        ).rowcount
+    db.close()
+    assert changed == 1
+    async with deployment.client("school-dsl") as dsl:
+        with pytest.raises(CryptoError, match="does not match its key id"):
+            await dsl.prepare(referral([ids["csc-duty"]]))
