@@ -33,11 +33,23 @@ class ApiError(ExchangeError):
 
     code = "api.error"
 
-    def __init__(self, status: int, problem: Mapping[str, Any]) -> None:
-        super().__init__(str(problem.get("detail") or problem.get("title") or f"HTTP {status}"))
+    def __init__(self, status: int, problem: Mapping[str, Any], *, retry_after: int | None = None) -> None:
+        super().__init__(
+            str(problem.get("detail") or problem.get("title") or f"HTTP {status}"), retry_after=retry_after
+        )
         self.http_status = status
         self.problem = dict(problem)
         self.problem_code = str(problem.get("code", "unknown"))
+
+    @classmethod
+    def from_response(cls, response: aiohttp.ClientResponse, problem: Any) -> ApiError:
+        """The error for a problem answer; ``retry_after`` comes from a whole-seconds Retry-After header."""
+        wait = response.headers.get("Retry-After", "")
+        return cls(
+            response.status,
+            problem if isinstance(problem, dict) else {},
+            retry_after=int(wait) if wait.isdigit() else None,
+        )
 
 
 @dataclass(frozen=True)
@@ -105,7 +117,7 @@ class ExchangeClient:
             except ValueError:
                 payload = {"detail": raw[:200].decode("utf-8", "replace")}
             if response.status >= 400:
-                raise ApiError(response.status, payload if isinstance(payload, dict) else {})
+                raise ApiError.from_response(response, payload)
             return payload
 
     async def request_text(self, method: str, path: str) -> str:
@@ -120,7 +132,7 @@ class ExchangeClient:
                     problem = json.loads(await response.read())
                 except ValueError:
                     problem = {}
-                raise ApiError(response.status, problem if isinstance(problem, dict) else {})
+                raise ApiError.from_response(response, problem)
             return await response.text()
 
     # ------------------------------------------------------------------ directory

@@ -28,6 +28,11 @@ class Config:
     signature_clock_skew_seconds: int = 5
     #: Requests per member per minute before 429.
     rate_limit_per_minute: int = 600
+    #: Requests being handled at once (each holds a connection) before 503: a flood of slow uploads
+    #: cannot exhaust the server's sockets and memory. /health is never refused.
+    max_concurrent_requests: int = 128
+    #: Seconds an idle keep-alive connection stays open.
+    keepalive_seconds: float = 15.0
     #: Tree heads are signed off the request path every N entries or T milliseconds.
     head_batch_entries: int = 64
     head_interval_ms: int = 500

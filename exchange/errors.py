@@ -20,10 +20,14 @@ class ExchangeError(Exception):
     status: ClassVar[int] = 500
     title: ClassVar[str] = "The exchange could not complete the request"
 
-    def __init__(self, detail: str, *, extras: Mapping[str, Any] | None = None) -> None:
+    def __init__(
+        self, detail: str, *, extras: Mapping[str, Any] | None = None, retry_after: int | None = None
+    ) -> None:
         super().__init__(detail)
         self.detail = detail
         self.extras: dict[str, Any] = dict(extras or {})
+        #: Seconds after which trying again may succeed (sent as ``Retry-After``), when that is known.
+        self.retry_after = retry_after
 
 
 class InvalidRequest(ExchangeError):
@@ -84,6 +88,14 @@ class RateLimited(ExchangeError):
     code = "request.rate_limited"
     status = 429
     title = "Too many requests"
+
+
+class ServerBusy(ExchangeError):
+    """The server is handling as many requests as it is configured to; nothing was done."""
+
+    code = "server.busy"
+    status = 503
+    title = "The exchange is busy"
 
 
 class CryptoError(ExchangeError):

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -78,6 +80,67 @@ async def test_oversized_body_is_413(tmp_path: Path) -> None:
         await close()
 
 
+async def test_requests_beyond_the_in_flight_cap_get_503(tmp_path: Path) -> None:
+    """With the cap reached (here by one slow upload), the next request is refused with 503 server.busy
+    and Retry-After before anything is read; /health still answers; once the upload ends, service resumes."""
+    deployment, close = await start_deployment(tmp_path, max_concurrent_requests=1)
+    release = asyncio.Event()
+    first, rest = b'{"manifest":', b"{}}"
+    url = deployment.url + "/v1/packets"
+    headers = httpsig.sign_request("POST", url, first + rest, deployment.credentials("school-dsl").signing)
+
+    async def slow_body() -> AsyncIterator[bytes]:
+        yield first
+        await release.wait()
+        yield rest
+
+    try:
+        async with aiohttp.ClientSession() as session:
+            upload = asyncio.create_task(
+                session.post(url, data=slow_body(), headers=headers | {"Content-Type": "application/json"})
+            )
+            for _ in range(100):  # until the server is reading the upload
+                await asyncio.sleep(0.02)
+                status, _, problem = await _raw(deployment, "GET", "/v1/me", sign="school-dsl")
+                if status == 503:
+                    break
+            assert (status, problem["code"]) == (503, "server.busy")
+            async with session.get(deployment.url + "/v1/me") as busy:
+                assert busy.headers["Retry-After"] == "1"
+            async with session.get(deployment.url + "/health") as health:
+                assert health.status == 200
+            release.set()
+            async with await upload as answered:
+                assert answered.status == 422  # read in full once released, and judged as usual
+        async with deployment.client("school-dsl") as dsl:
+            assert (await dsl.me())["id"] == deployment.credentials("school-dsl").member_id
+    finally:
+        release.set()
+        await close()
+
+
+async def test_an_unsigned_upload_is_refused_before_its_body_is_read(deployment: Deployment) -> None:
+    """No one unauthenticated gets the server to read (and hold) an upload: the 401 comes while the
+    body is still unsent."""
+    release = asyncio.Event()
+
+    async def stalled_body() -> AsyncIterator[bytes]:
+        yield b'{"manifest":'
+        await release.wait()
+        yield b"{}}"
+
+    try:
+        async with (
+            aiohttp.ClientSession() as session,
+            asyncio.timeout(10),
+            session.post(deployment.url + "/v1/packets", data=stalled_body()) as response,
+        ):
+            assert response.status == 401
+            assert not release.is_set()
+    finally:
+        release.set()
+
+
 async def test_rate_limit_per_member(tmp_path: Path) -> None:
     """Past the per-minute allowance a member gets 429; another member is unaffected."""
     deployment, close = await start_deployment(tmp_path, rate_limit_per_minute=3)
@@ -89,6 +152,7 @@ async def test_rate_limit_per_member(tmp_path: Path) -> None:
                 await dsl.me()
             assert limited.value.http_status == 429
             assert limited.value.problem["code"] == "request.rate_limited"
+            assert limited.value.retry_after is not None and 1 <= limited.value.retry_after <= 60
         async with deployment.client("csc-duty") as duty:
             await duty.me()
     finally:

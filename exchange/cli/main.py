@@ -86,6 +86,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=8080)
     p.add_argument("--tls-cert", type=Path, help="TLS certificate chain (PEM)")
     p.add_argument("--tls-key", type=Path, help="TLS private key (PEM)")
+    p.add_argument(
+        "--max-concurrent-requests",
+        type=int,
+        default=Config.max_concurrent_requests,
+        help="requests handled at once before 503 server.busy (default: %(default)s)",
+    )
     p.add_argument("--seed-demo", action="store_true", help="on first run, create the demo directory")
     p.add_argument("--demo-keys-dir", type=Path, help="where demo members' key files go (default: KEYS/demo)")
     p.set_defaults(func=_serve)
@@ -258,7 +264,16 @@ def _serve(args: argparse.Namespace) -> int:
         raise InvalidRequest("Give both --tls-cert and --tls-key, or neither.")
     if not args.tls_cert and not _is_loopback(args.host):
         raise InvalidRequest("Refusing to serve plain HTTP on a non-loopback address: give --tls-cert and --tls-key.")
-    config = config_from(args, host=args.host, port=args.port, tls_cert=args.tls_cert, tls_key=args.tls_key)
+    if args.max_concurrent_requests < 1:
+        raise InvalidRequest("--max-concurrent-requests must be at least 1.")
+    config = config_from(
+        args,
+        host=args.host,
+        port=args.port,
+        tls_cert=args.tls_cert,
+        tls_key=args.tls_key,
+        max_concurrent_requests=args.max_concurrent_requests,
+    )
     scheme = "https" if config.uses_tls else "http"
     url = f"{scheme}://{args.host}:{args.port}"
     config.data_dir.mkdir(parents=True, exist_ok=True)
@@ -273,7 +288,14 @@ def _serve(args: argparse.Namespace) -> int:
         context.minimum_version = ssl.TLSVersion.TLSv1_2
         context.load_cert_chain(str(config.tls_cert), str(config.tls_key))
     print(f"Safeguarding Exchange listening on {url}  (Ctrl-C to stop)", file=sys.stderr)
-    web.run_app(build_app(config), host=args.host, port=args.port, ssl_context=context, print=None)
+    web.run_app(
+        build_app(config),
+        host=args.host,
+        port=args.port,
+        ssl_context=context,
+        keepalive_timeout=config.keepalive_seconds,
+        print=None,
+    )
     return 0
 
 

@@ -18,6 +18,7 @@ from exchange.store import open_store
 from exchange.web import approval_handlers, handlers, ledger_handlers
 from exchange.web.auth import RATE_LIMITER, _RateLimiter, auth_middleware, request_id_middleware
 from exchange.web.keys import CONFIG, CONTEXT, RECORD
+from exchange.web.limits import IN_FLIGHT, InFlight, capacity_middleware
 from exchange.web.problems import problem_middleware
 
 
@@ -26,11 +27,12 @@ def build_app(
 ) -> web.Application:
     """Build the application; the store, record and keys open when it starts and close when it stops."""
     app = web.Application(
-        middlewares=[request_id_middleware, problem_middleware, auth_middleware],
+        middlewares=[request_id_middleware, problem_middleware, capacity_middleware, auth_middleware],
         client_max_size=config.max_body_bytes,
     )
     app[CONFIG] = config
     app[RATE_LIMITER] = _RateLimiter(config.rate_limit_per_minute)
+    app[IN_FLIGHT] = InFlight(config.max_concurrent_requests)
 
     async def resources(app: web.Application) -> AsyncIterator[None]:
         record = Record(config.record_log_path, console=console)

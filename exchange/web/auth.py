@@ -1,13 +1,15 @@
 """Authentication middleware: every ``/v1/`` request is signed (RFC 9421) by a current member key.
 
-Order of checks: signature parameters present → key known, current and its member active →
-``created`` inside the window → signature and Content-Digest verify over method, path, query
-and body → the ``(keyid, nonce)`` pair is new (else it is a replay) → per-member rate limit.
+Order of checks: signature parameters present → key known, current and its member active → (only
+now is the body read) → ``created`` inside the window → signature and Content-Digest verify over
+method, path, query and body → the ``(keyid, nonce)`` pair is new (else it is a replay) →
+per-member rate limit.
 Every failure is a 401 (403 belongs to authorisation, decided later by the service).
 """
 
 from __future__ import annotations
 
+import math
 import secrets
 import time
 from collections import defaultdict, deque
@@ -39,7 +41,10 @@ class _RateLimiter:
         while hits and hits[0] < now - 60:
             hits.popleft()
         if len(hits) >= self.per_minute:
-            raise RateLimited("Too many requests from your account in the last minute; wait and try again.")
+            raise RateLimited(
+                "Too many requests from your account in the last minute; wait and try again.",
+                retry_after=max(1, math.ceil(hits[0] + 60 - now)),
+            )
         hits.append(now)
 
 
@@ -75,11 +80,13 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
         return await handler(request)
     ctx = request.app[CONTEXT]
     config = request.app[CONFIG]
-    body = await request.read()  # bounded by client_max_size: a larger body is a 413 already
-    request[BODY] = body
+    # Who signed is settled before the body is read: an unsigned or unknown sender's upload is
+    # refused without reading it.
     params = httpsig.signature_parameters(request.headers)
     now = ctx.clock()
     actor, key = await actor_for_key(ctx, params.key_id, now)
+    body = await request.read()  # bounded by client_max_size: a larger body is a 413 already
+    request[BODY] = body
     max_age = timedelta(seconds=config.signature_max_age_seconds)
     httpsig.verify_request(
         request.method,

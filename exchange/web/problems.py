@@ -61,7 +61,10 @@ async def problem_middleware(request: web.Request, handler: Handler) -> web.Stre
     try:
         return await handler(request)
     except ExchangeError as error:
-        return problem_response(error.status, error.code, error.title, error.detail, request, error.extras)
+        response = problem_response(error.status, error.code, error.title, error.detail, request, error.extras)
+        if error.retry_after is not None:
+            response.headers["Retry-After"] = str(error.retry_after)
+        return response
     except web.HTTPException as error:
         if error.status < 400:
             raise
