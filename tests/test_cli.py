@@ -25,7 +25,12 @@ async def cli(*args: str, expect: int = 0) -> tuple[str, str]:
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
     )
-    out, err = await process.communicate()
+    try:
+        out, err = await asyncio.wait_for(process.communicate(), timeout=120)
+    except TimeoutError:
+        process.kill()
+        await process.wait()
+        raise
     assert process.returncode == expect, (out + err).decode()
     assert b"Traceback" not in err
     return out.decode(), err.decode()

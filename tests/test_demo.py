@@ -15,7 +15,7 @@ def test_demo_runs_to_the_end() -> None:
         [sys.executable, str(ROOT / "scripts" / "demo.py")],
         capture_output=True,
         text=True,
-        timeout=300,
+        timeout=200,
         check=False,
         cwd=ROOT,
     )
