@@ -22,7 +22,7 @@ from exchange.domain import SHARING_ROLES, iso, new_id, utc_now
 from exchange.errors import CryptoError, ExchangeError, InvalidRequest
 from exchange.keyfile import MemberCredentials
 from exchange.ledger import TreeHead
-from exchange.ledger.proofs import check_inclusion_answer
+from exchange.ledger.proofs import check_head_extends, check_inclusion_answer
 
 #: Roles whose members receive a packet addressed to a whole agency ("agency:agy_...").
 DUTY_ROLES = frozenset(role.value for role in SHARING_ROLES)
@@ -280,14 +280,22 @@ class ExchangeClient:
         fetched = await self.request("GET", f"/v1/packets/{packet_id}")
         return open_fetched(fetched, self.credentials)
 
-    async def receipt(self, seq: int, server_public_key: bytes | None = None) -> tuple[dict[str, Any], TreeHead]:
+    async def receipt(
+        self, seq: int, server_public_key: bytes | None = None, *, last_head: TreeHead | None = None
+    ) -> tuple[dict[str, Any], TreeHead]:
         """Fetch and verify the proof that ledger entry ``seq`` (an event of yours) is in a signed head.
 
-        Give the server's public key to check the head's signature too. Raises
+        Give the server's public key to check the head's signature too, and the last head you
+        verified (``last_head``; keep the head this returns for next time) to check the new head
+        extends it, which catches a ledger rewound or forked for you. Raises
         :class:`exchange.errors.LedgerProofError` if anything does not verify.
         """
-        answer: dict[str, Any] = await self.request("GET", f"/v1/ledger/receipts/{int(seq)}")
-        return answer, check_inclusion_answer(answer, server_public_key)
+        since = f"?since={last_head.size}" if last_head is not None else ""
+        answer: dict[str, Any] = await self.request("GET", f"/v1/ledger/receipts/{int(seq)}{since}")
+        head = check_inclusion_answer(answer, server_public_key)
+        if last_head is not None:
+            check_head_extends(last_head, head, answer, server_public_key)
+        return answer, head
 
     async def acknowledge(self, packet_id: str) -> Any:
         """Open the packet (verifying it) and send a signed receipt over its manifest digest."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -12,17 +13,21 @@ import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
+from exchange import crypto
 from exchange.errors import LedgerProofError
 from exchange.ledger import (
     EMPTY_ROOT,
+    TreeHead,
     consistency_proof,
     inclusion_proof,
     leaf_hash,
     node_hash,
     root_hash,
+    sign_tree_head,
     verify_consistency,
     verify_inclusion,
 )
+from exchange.ledger.proofs import check_head_extends
 
 VECTORS = Path(__file__).parent / "vectors" / "rfc9162"
 VECTOR_FILES = sorted(VECTORS.rglob("*.json"))
@@ -375,3 +380,37 @@ def test_every_leaf_and_every_older_size_verify(leaves: list[bytes]) -> None:
         verify_inclusion(index, len(leaves), leaf, inclusion_proof(leaves, index), root)
     for old in range(len(leaves) + 1):
         verify_consistency(old, len(leaves), consistency_proof(leaves, old), root_hash(leaves[:old]), root)
+
+
+# --------------------------------------------------------------------------- a member's kept head
+
+HEAD_KEY = crypto.SigningKey.generate()
+TIME = "2026-11-20T16:00:00.000Z"
+
+
+def _head(leaves: list[bytes], size: int) -> TreeHead:
+    return sign_tree_head(size, root_hash(leaves[:size]), TIME, HEAD_KEY)
+
+
+@given(leaf_lists, st.data())
+def test_a_kept_head_is_extended_only_by_the_same_history(leaves: list[bytes], data: st.DataObject) -> None:
+    """check_head_extends accepts an honest later head with its consistency proof, and refuses the same
+    proof once the kept head's root or size differs from the one the history really had."""
+    new_size = data.draw(st.integers(1, len(leaves)))
+    old_size = data.draw(st.integers(1, new_size))
+    seen, new = _head(leaves, old_size), _head(leaves, new_size)
+    answer = {
+        "consistency": {
+            "old": seen.to_json(),
+            "proof": [base64.b64encode(p).decode() for p in consistency_proof(leaves[:new_size], old_size)],
+        }
+    }
+    check_head_extends(seen, new, answer, HEAD_KEY.public_bytes)
+    forged = replace(seen, root_hash=flip_bit(seen.root_hash, data.draw(st.integers(0, 255))))
+    with pytest.raises(LedgerProofError):
+        check_head_extends(forged, new, answer, HEAD_KEY.public_bytes)
+    if old_size < new_size:
+        with pytest.raises(LedgerProofError):
+            check_head_extends(new, seen, {}, HEAD_KEY.public_bytes)  # shown a smaller head than kept
+        with pytest.raises(LedgerProofError):
+            check_head_extends(seen, new, {}, HEAD_KEY.public_bytes)  # a larger head without its proof

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -32,6 +34,13 @@ async def _send_one(deployment: Deployment) -> dict[str, object]:
     async with deployment.client("school-dsl") as dsl:
         sent: dict[str, object] = await dsl.send(referral([duty]))
         return sent
+
+
+def _ledger(sent: dict[str, object]) -> dict[str, Any]:
+    """The ``ledger`` part of a submission's answer: its seq and leaf hash."""
+    ledger = sent["ledger"]
+    assert isinstance(ledger, dict)
+    return ledger
 
 
 async def test_heads_are_signed_in_the_background_and_verify(deployment: Deployment) -> None:
@@ -62,6 +71,36 @@ async def test_sender_checks_their_submission_receipt(deployment: Deployment) ->
 
     with pytest.raises(LedgerProofError):
         check_inclusion_answer(answer, SigningKey.generate().public_bytes)
+
+
+async def test_each_receipt_proves_the_ledger_extends_the_head_seen_before(deployment: Deployment) -> None:
+    """A member keeps the last head they verified; the next receipt carries a consistency proof from
+    it, so a ledger rewound or forked for this member (a split view) is caught on their side."""
+    first = _ledger(await _send_one(deployment))
+    async with deployment.client("auditor") as auditor:
+        await _signed_size_at_least(auditor, first["seq"] + 1)
+    async with deployment.client("school-dsl") as dsl:
+        _, seen = await dsl.receipt(first["seq"], deployment.server_public_key)
+    second = _ledger(await _send_one(deployment))
+    async with deployment.client("auditor") as auditor:
+        await _signed_size_at_least(auditor, second["seq"] + 1)
+    key = deployment.server_public_key
+    async with deployment.client("school-dsl") as dsl:
+        answer, latest = await dsl.receipt(second["seq"], key, last_head=seen)
+        assert latest.size > seen.size
+        assert TreeHead.from_json(answer["consistency"]["old"]) == seen
+        # The same head again needs no proof; a head seen before is never shown smaller.
+        await dsl.receipt(second["seq"], key, last_head=latest)
+        forked = replace(seen, root_hash=bytes(32))
+        with pytest.raises(LedgerProofError, match="forked"):
+            await dsl.receipt(second["seq"], key, last_head=forked)
+        with pytest.raises(LedgerProofError, match="forked"):
+            await dsl.receipt(second["seq"], key, last_head=replace(latest, root_hash=bytes(32)))
+        with pytest.raises(LedgerProofError, match="rewound"):
+            await dsl.receipt(second["seq"], key, last_head=replace(latest, size=latest.size + 5))
+        with pytest.raises(ApiError) as unknown:
+            await dsl.request("GET", f"/v1/ledger/receipts/{second['seq']}?since={latest.size - 1}")
+        assert unknown.value.http_status == 404  # only a size the server signed can be proved from
 
 
 async def test_receipts_are_only_for_members_involved(deployment: Deployment) -> None:

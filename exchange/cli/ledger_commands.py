@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from collections.abc import Mapping
 from pathlib import Path
@@ -11,7 +12,7 @@ from typing import Any
 from exchange import crypto
 from exchange.cli import output
 from exchange.client import ExchangeClient
-from exchange.errors import InvalidRequest
+from exchange.errors import InvalidRequest, LedgerProofError
 from exchange.ledger import TreeHead, verify_export
 from exchange.ledger.proofs import check_consistency_answer, check_inclusion_answer
 
@@ -46,6 +47,12 @@ def register(sub: Any) -> None:
     _client_options(p)
     p.add_argument("seq", type=int)
     p.add_argument("--server-key", type=Path, help="server public key file, to check the head's signature")
+    p.add_argument(
+        "--head-file",
+        type=Path,
+        help="where the last signed head you verified is kept, so the next must extend it"
+        " (default: beside your key file, KEY.head.json)",
+    )
     p.set_defaults(func=with_client(_receipt))
 
     p = commands.add_parser("export", help="(auditor) download the ledger with its signed heads (JSON lines)")
@@ -131,8 +138,26 @@ async def _proof(client: ExchangeClient, args: argparse.Namespace) -> Any:
 
 
 async def _receipt(client: ExchangeClient, args: argparse.Namespace) -> Any:
-    result, head = await client.receipt(args.seq, _server_key(args.server_key))
-    return _inclusion_result(result, head, args.server_key is not None)
+    head_file = args.head_file or (args.key.with_name(args.key.name + ".head.json") if args.key else None)
+    seen = _read_head(head_file)
+    result, head = await client.receipt(args.seq, _server_key(args.server_key), last_head=seen)
+    if head_file is not None and (seen is None or head.size > seen.size):
+        partial = head_file.with_name(head_file.name + ".partial")
+        partial.write_text(json.dumps(head.to_json(), indent=2) + "\n", encoding="utf-8")
+        partial.replace(head_file)
+    return _inclusion_result(result, head, args.server_key is not None) | {
+        "extends_head_seen": seen.size if seen is not None else None
+    }
+
+
+def _read_head(path: Path | None) -> TreeHead | None:
+    """The last head this member verified, if they keep one; a damaged file is an error, not a fresh start."""
+    if path is None or not path.exists():
+        return None
+    try:
+        return TreeHead.from_json(json.loads(path.read_text(encoding="utf-8")))
+    except (ValueError, LedgerProofError) as error:
+        raise InvalidRequest(f"{path} does not hold a signed tree head: {error}") from None
 
 
 async def _export(client: ExchangeClient, args: argparse.Namespace) -> Any:
@@ -185,7 +210,10 @@ def _print_proof(result: Mapping[str, Any]) -> str:
     )
     if result["proof_type"] == "consistency":
         return f"Verified: the signed tree of size {result['from']} is a prefix of size {result['size']} {checked}."
-    return f"Verified: entry {result['seq']} is included in the signed tree of size {result['size']} {checked}."
+    text = f"Verified: entry {result['seq']} is included in the signed tree of size {result['size']} {checked}."
+    if result.get("extends_head_seen") is not None:
+        text += f"\nIt extends the signed tree of size {result['extends_head_seen']} you verified before."
+    return text
 
 
 def _print_verified(result: Mapping[str, Any]) -> str:

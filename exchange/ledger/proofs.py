@@ -59,3 +59,41 @@ def check_consistency_answer(answer: Mapping[str, Any], server_public_key: bytes
         raise LedgerProofError("The server's consistency proof is not in the expected form.") from None
     verify_consistency(old.size, new.size, proof, old.root_hash, new.root_hash)
     return old, new
+
+
+def check_head_extends(
+    seen: TreeHead, new: TreeHead, answer: Mapping[str, Any], server_public_key: bytes | None
+) -> None:
+    """Check that ``new`` extends ``seen``, a head this member verified before (RFC 9162 section 2.1.4).
+
+    Same size: the very same root. Larger: ``answer["consistency"]`` must hold a proof from ``seen``
+    (the same head, not merely one of that size) to ``new``. Smaller: refused, since the server has
+    already shown a longer history. Any failure means the server is showing different members
+    different ledgers (a split view) or has rewound one: :class:`LedgerProofError` says which.
+    """
+    if new.size < seen.size:
+        raise LedgerProofError(
+            f"The server now shows a ledger of {new.size} entries, but you already saw a signed head of "
+            f"{seen.size}: the ledger was rewound, or you are being shown a different one."
+        )
+    if new.size == seen.size:
+        if new.root_hash != seen.root_hash:
+            raise LedgerProofError(
+                f"The server signed two different roots for {new.size} entries (the one you saw before and "
+                "this one): the ledger was forked."
+            )
+        return
+    try:
+        part = answer["consistency"]
+        old = checked_head(part["old"], server_public_key)
+        proof = [_decode(p, "proof") for p in part["proof"]]
+    except (KeyError, TypeError):
+        raise LedgerProofError(
+            f"The server gave no consistency proof from the head of {seen.size} entries you saw before."
+        ) from None
+    if (old.size, old.root_hash) != (seen.size, seen.root_hash):
+        raise LedgerProofError(
+            f"The server proved consistency from a head of {old.size} entries other than the one you saw: "
+            "the ledger was forked."
+        )
+    verify_consistency(old.size, new.size, proof, old.root_hash, new.root_hash)

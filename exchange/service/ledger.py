@@ -166,7 +166,10 @@ async def entries(
 
 async def inclusion(ctx: ServiceContext, seq: int, size: int | None) -> dict[str, Any]:
     """An RFC 9162 inclusion proof of entry ``seq`` in the signed head of ``size`` (default: latest)."""
-    head = await _head_or_404(ctx, size)
+    return await _inclusion_in(ctx, seq, await _head_or_404(ctx, size))
+
+
+async def _inclusion_in(ctx: ServiceContext, seq: int, head: TreeHead) -> dict[str, Any]:
     if not 0 <= seq < head.size:
         raise NotFound(f"Entry {seq} is not inside the signed tree of size {head.size} yet; retry shortly.")
     rows = await ctx.store.ledger_entries(seq, seq + 1)
@@ -193,15 +196,24 @@ async def consistency(ctx: ServiceContext, actor: Actor, old_size: int, new_size
     await _record_read(ctx, actor, "consistency_proof", {"from": old_size, "to": new_size})
     new = await _head_or_404(ctx, new_size)
     old = await _head_or_404(ctx, old_size)
+    return {"new": new.to_json()} | await _consistency_from(ctx, old, new)
+
+
+async def _consistency_from(ctx: ServiceContext, old: TreeHead, new: TreeHead) -> dict[str, Any]:
     if old.size > new.size:
         raise InvalidRequest("The first size must not be larger than the second.")
     keys = tree.needed_nodes_for_consistency(old.size, new.size)
     proof = tree.compute_consistency_proof(old.size, new.size, await ctx.store.ledger_nodes(keys))
-    return {"old": old.to_json(), "new": new.to_json(), "proof": [crypto.b64encode(p) for p in proof]}
+    return {"old": old.to_json(), "proof": [crypto.b64encode(p) for p in proof]}
 
 
-async def receipt(ctx: ServiceContext, actor: Actor, seq: int) -> dict[str, Any]:
-    """A member's proof that an event they took part in is in the signed ledger."""
+async def receipt(ctx: ServiceContext, actor: Actor, seq: int, since: int | None = None) -> dict[str, Any]:
+    """A member's proof that an event they took part in is in the signed ledger.
+
+    With ``since`` (the size of a signed head the member verified before), the answer also proves
+    the latest head consistent with that one, so a member notices a ledger rewound or forked for them.
+    Hashes only: nothing about other members' events is revealed.
+    """
     rows = await ctx.store.ledger_entries(seq, seq + 1)
     if not rows:
         raise NotFound("No such ledger entry.")
@@ -210,7 +222,11 @@ async def receipt(ctx: ServiceContext, actor: Actor, seq: int) -> dict[str, Any]
     involved = {(entry.get("actor") or {}).get("member"), details.get("recipient"), details.get("member")}
     if actor.member_id not in involved and Role.AUDITOR not in actor.member.roles:
         raise NotFound("No such ledger entry among your events.")
-    return await inclusion(ctx, seq, None)
+    latest = await _head_or_404(ctx, None)
+    answer = await _inclusion_in(ctx, seq, latest)
+    if since is not None and since <= latest.size:  # beyond it, the member's client reports a rewound ledger
+        answer["consistency"] = await _consistency_from(ctx, await _head_or_404(ctx, since), latest)
+    return answer
 
 
 async def export_stream(ctx: ServiceContext, actor: Actor) -> AsyncIterator[bytes]:

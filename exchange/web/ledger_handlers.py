@@ -39,7 +39,8 @@ async def consistency(request: web.Request) -> web.Response:
 
 async def receipt(request: web.Request) -> web.Response:
     seq = int(request.match_info["seq"])
-    return reply(await ledger.receipt(request.app[CONTEXT], actor_of(request), seq))
+    since = int_query(request, "since", -1, high=_MAX)
+    return reply(await ledger.receipt(request.app[CONTEXT], actor_of(request), seq, None if since < 0 else since))
 
 
 async def export(request: web.Request) -> web.StreamResponse:
