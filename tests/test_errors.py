@@ -13,6 +13,7 @@ import pytest
 
 from exchange import httpsig
 from exchange.client import ApiError
+from exchange.web.limits import IN_FLIGHT
 from tests.conftest import Deployment, start_deployment
 
 PROBLEM_KEYS = {"type", "title", "status", "detail", "code", "instance", "request_id"}
@@ -99,11 +100,13 @@ async def test_requests_beyond_the_in_flight_cap_get_503(tmp_path: Path) -> None
             upload = asyncio.create_task(
                 session.post(url, data=slow_body(), headers=headers | {"Content-Type": "application/json"})
             )
-            for _ in range(100):  # until the server is reading the upload
-                await asyncio.sleep(0.02)
-                status, _, problem = await _raw(deployment, "GET", "/v1/me", sign="school-dsl")
-                if status == 503:
+            in_flight = deployment.server.app[IN_FLIGHT]
+            for _ in range(3000):  # until the server is reading the upload (at most 30 s)
+                if in_flight.count:
                     break
+                await asyncio.sleep(0.01)
+            assert in_flight.count == 1
+            status, _, problem = await _raw(deployment, "GET", "/v1/me", sign="school-dsl")
             assert (status, problem["code"]) == (503, "server.busy")
             async with session.get(deployment.url + "/v1/me") as busy:
                 assert busy.headers["Retry-After"] == "1"
@@ -137,6 +140,7 @@ async def test_an_unsigned_upload_is_refused_before_its_body_is_read(deployment:
         ):
             assert response.status == 401
             assert not release.is_set()
+            release.set()  # let the client finish sending before the response is closed
     finally:
         release.set()
 
