@@ -127,7 +127,7 @@ def run_story(work: Path, keys: Path) -> None:
     sent = json.loads(exchange("send", str(packet), *dsl, "--json", show=False))
     if sent["status"] != "delivered":
         fail(f"the referral was not delivered: {sent}")
-    print(f"    delivered as {sent['packet_id']}; recipients must acknowledge by {sent['ack_due']}")
+    print(f"    delivered as {sent['packet_id']}; recipients must acknowledge by {sent['ack_due']} (UTC)")
     packet_id = sent["packet_id"]
 
     say("The duty social worker sees it in their inbox")

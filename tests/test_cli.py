@@ -6,11 +6,13 @@ import asyncio
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from exchange.cli import output
 from exchange.client import ApiError
 from exchange.examples import referral
 from tests.conftest import Deployment
@@ -161,3 +163,24 @@ async def test_ledger_receipt_and_proofs_from_the_cli(deployment: Deployment, tm
     assert consistency["proof_type"] == "consistency"
     shown = await cli_json("ledger", "show", "--packet", sent["packet_id"], *auditor)
     assert [e["entry"]["type"] for e in shown["entries"]] == ["packet.submitted", "packet.delivered"]
+
+
+@pytest.mark.parametrize(
+    ("zone", "server_time", "shown"),
+    [
+        ("Europe/London", "2026-07-13T15:00:00.000Z", "Mon 13 Jul 2026 16:00 BST"),
+        ("Europe/London", "2026-12-29T16:00:00.000Z", "Tue 29 Dec 2026 16:00 GMT"),
+        ("UTC", "2026-07-13T15:00:00.000Z", "Mon 13 Jul 2026 15:00 UTC"),
+    ],
+)
+def test_times_are_shown_on_the_readers_clock_with_the_zone(
+    monkeypatch: pytest.MonkeyPatch, zone: str, server_time: str, shown: str
+) -> None:
+    """A deadline the server gives in UTC is printed in the practitioner's own time, never unlabelled."""
+    monkeypatch.setenv("TZ", zone)
+    time.tzset()
+    try:
+        assert output.local_time(server_time) == shown
+    finally:
+        monkeypatch.undo()
+        time.tzset()

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from exchange.config import Config
+from exchange.domain import parse_iso
 
 
 def emit(args: argparse.Namespace, result: Any) -> int:
@@ -51,14 +52,21 @@ def _generic(result: Any) -> str:
     return json.dumps(result, indent=2, sort_keys=True)
 
 
-def _when(value: str | None) -> str:
-    return value.replace("T", " ")[:19] if value else "-"
+def local_time(value: str | None) -> str:
+    """A server time (UTC) as the reader's own clock shows it, with its zone: ``Mon 13 Jul 2026 16:00 BST``."""
+    if not value:
+        return "-"
+    try:
+        moment = parse_iso(value)
+    except ValueError:
+        return value
+    return moment.astimezone().strftime("%a %d %b %Y %H:%M %Z")
 
 
 def _packet_line(packet: Mapping[str, Any]) -> str:
     return (
         f"{packet['packet_id']}  {packet['purpose']}  ({packet['kind']}, {packet['urgency']})  "
-        f"sent {_when(packet['created'])}"
+        f"sent {local_time(packet['created'])}"
     )
 
 
@@ -72,7 +80,7 @@ def _inbox(result: Mapping[str, Any]) -> str:
         lines.append(f"  {_packet_line(packet)}")
         lines.append(
             f"      from {packet['from']['member']} ({packet['from']['agency']}); you: {delivery['status']}"
-            + (f"; acknowledge by {_when(packet['ack_due'])}" if packet.get("ack_due") else "")
+            + (f"; acknowledge by {local_time(packet['ack_due'])}" if packet.get("ack_due") else "")
         )
     return "\n".join(lines)
 
@@ -86,8 +94,8 @@ def _outbox(result: Mapping[str, Any]) -> str:
         lines.append(f"  {_packet_line(packet)}  [{packet['status']}]")
         for r in packet["recipients"]:
             lines.append(
-                f"      to {r['member']}: {r['status']}  delivered {_when(r['delivered_at'])}"
-                f"  opened {_when(r['opened_at'])}  acknowledged {_when(r['acknowledged_at'])}"
+                f"      to {r['member']}: {r['status']}  delivered {local_time(r['delivered_at'])}"
+                f"  opened {local_time(r['opened_at'])}  acknowledged {local_time(r['acknowledged_at'])}"
             )
     return "\n".join(lines)
 
@@ -102,9 +110,9 @@ def _sent(result: Mapping[str, Any]) -> str:
         head = f"Packet {result['packet_id']} was checked against the sharing rules and delivered."
     lines = [head, f"  manifest digest {result['manifest_digest']}"]
     if result.get("ack_due"):
-        lines.append(f"  recipients must acknowledge by {_when(result['ack_due'])}")
+        lines.append(f"  recipients must acknowledge by {local_time(result['ack_due'])}")
     if result.get("approval_due"):
-        lines.append(f"  a manager's approval is owed by {_when(result['approval_due'])}")
+        lines.append(f"  a manager's approval is owed by {local_time(result['approval_due'])}")
     ledger = result.get("ledger") or {}
     lines.append(f"  recorded in the ledger at position {ledger.get('seq')}")
     return "\n".join(lines)
@@ -143,7 +151,7 @@ def _opened(result: Mapping[str, Any]) -> str:
 
 def _acknowledged(result: Mapping[str, Any]) -> str:
     return (
-        f"Acknowledged packet {result['packet_id']} at {_when(result['acknowledged_at'])};"
+        f"Acknowledged packet {result['packet_id']} at {local_time(result['acknowledged_at'])};"
         f" the signed receipt is in the ledger at position {result['ledger']['seq']}."
     )
 
