@@ -10,6 +10,7 @@ the event details are built by the service from codes and ids only.
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Any, TextIO
@@ -45,13 +46,32 @@ def _scrub(_: Any, __: str, event_dict: structlog.types.EventDict) -> structlog.
 
 
 class _Sink:
-    """A line-buffered, fsync-free JSON lines file the logger writes to."""
+    """A line-buffered, fsync-free JSON lines file the logger writes to.
+
+    If the file is moved away or deleted (log rotation, e.g. logrotate without copytruncate), the
+    next line reopens the path, as the standard library's WatchedFileHandler does: no line is lost
+    to a renamed file, and ``exchange ledger verify --log OLD --log NEW`` checks the pieces.
+    """
 
     def __init__(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
-        self._handle: TextIO = path.open("a", encoding="utf-8", buffering=1)
+        self._path = path
+        self._handle, self._identity = self._open()
+
+    def _open(self) -> tuple[TextIO, tuple[int, int]]:
+        handle = self._path.open("a", encoding="utf-8", buffering=1)
+        status = os.fstat(handle.fileno())
+        return handle, (status.st_dev, status.st_ino)
 
     def write(self, line: str) -> None:
+        try:
+            status = os.stat(self._path)
+            moved = (status.st_dev, status.st_ino) != self._identity
+        except FileNotFoundError:
+            moved = True
+        if moved:
+            self._handle.close()
+            self._handle, self._identity = self._open()
         self._handle.write(line if line.endswith("\n") else line + "\n")
 
     def close(self) -> None:

@@ -187,6 +187,27 @@ async def test_export_verifies_offline_with_the_log_and_tampering_is_found(
     assert failed.value.extras["seq"] is not None or failed.value.extras["line"] is not None
 
 
+async def test_the_record_log_survives_rotation(deployment: Deployment, tmp_path: Path) -> None:
+    """Moving the record log away while the server runs (logrotate's way) starts a new file at the same
+    path; the export verifies against the two pieces together, and not against the new one alone."""
+    await _send_one(deployment)
+    live = deployment.config.record_log_path
+    rotated = live.with_name(live.name + ".1")
+    live.rename(rotated)
+    sent = _ledger(await _send_one(deployment))
+    assert live.exists()
+    async with deployment.client("auditor") as auditor:
+        await _signed_size_at_least(auditor, sent["seq"] + 1)
+        text = await auditor.request_text("GET", "/v1/ledger/export")
+    export = tmp_path / "ledger.jsonl"
+    export.write_text(text)
+    report = verify_export(export, deployment.server_public_key, log_path=[rotated, live])
+    assert report.log_entries_checked == report.entries
+    with pytest.raises(LedgerProofError) as failed:
+        verify_export(export, deployment.server_public_key, log_path=[live])
+    assert failed.value.extras["problem"] == "log.entry_missing"
+
+
 async def test_concurrent_submissions_keep_one_consistent_ledger(deployment: Deployment, tmp_path: Path) -> None:
     """Twenty packets submitted at once: every one is delivered and the ledger still verifies end to end."""
     duty = deployment.credentials("csc-duty").member_id or ""

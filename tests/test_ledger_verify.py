@@ -131,10 +131,12 @@ def with_entry(lines: list[bytes], seq: int, entry: bytes) -> list[bytes]:
     return out
 
 
-def write_log(path: Path, entries: list[bytes], *, skip: int | None = None, alter: int | None = None) -> Path:
+def write_log(
+    path: Path, entries: list[bytes], *, skip: int | None = None, alter: int | None = None, first_seq: int = 0
+) -> Path:
     """A record log as the server writes it, with operational lines between ledger records."""
     record = Record(path, console=False)
-    for seq, entry in enumerate(entries):
+    for seq, entry in enumerate(entries, start=first_seq):
         if seq % 250 == 0:
             record.log.info("http.request", path="/v1/packets", status=201)
         if seq == skip:
@@ -521,6 +523,25 @@ def test_attack_log_with_two_versions_of_one_entry(server_key: crypto.SigningKey
         out.write(json.dumps({"seq": 4, "ledger_entry": base64.b64encode(make_entry(4, type="x")).decode()}) + "\n")
     found = problem_of(ledger.lines(), server_key, log_path=log)
     assert (found["problem"], found["seq"], found["line"]) == ("log.conflict", 4, 22)
+
+
+def test_a_rotated_log_is_checked_as_its_pieces(server_key: crypto.SigningKey, tmp_path: Path) -> None:
+    """A log cut in two by rotation verifies when both pieces are given; with only the newer piece,
+    the first entry of the older one is missing; the same seq with other bytes in the other piece
+    is a conflict naming both files."""
+    ledger = build_ledger(40, 10, server_key)
+    older = write_log(tmp_path / "record.jsonl.1", ledger.entries[:25])
+    newer = write_log(tmp_path / "record.jsonl", ledger.entries[25:], first_seq=25)
+    report = verify_export(ledger.lines(), server_key.public_bytes, log_path=[older, newer])
+    assert report.log_entries_checked == 40
+    found = problem_of(ledger.lines(), server_key, log_path=[newer])
+    assert (found["problem"], found["seq"]) == ("log.entry_missing", 0)
+    with newer.open("a") as out:
+        out.write(json.dumps({"seq": 3, "ledger_entry": base64.b64encode(make_entry(3, type="x")).decode()}) + "\n")
+    found = problem_of(ledger.lines(), server_key, log_path=[older, newer])
+    assert (found["problem"], found["seq"], found["file"], found["other_file"]) == (
+        "log.conflict", 3, str(newer), str(older)
+    )
 
 
 def test_malformed_or_unreadable_log(server_key: crypto.SigningKey, tmp_path: Path) -> None:

@@ -64,7 +64,12 @@ def register(sub: Any) -> None:
     _common(p)
     p.add_argument("--export", type=Path, required=True)
     p.add_argument("--server-key", type=Path, required=True, help="the server's public key file (base64)")
-    p.add_argument("--log", type=Path, help="also check this record log (JSON lines) against the ledger")
+    p.add_argument(
+        "--log",
+        type=Path,
+        action="append",
+        help="also check the record log (JSON lines) against the ledger; repeat it for the files of a rotated log",
+    )
     p.add_argument(
         "--strict",
         action="store_true",

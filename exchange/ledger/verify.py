@@ -78,7 +78,7 @@ import json
 import json.encoder
 import os
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NoReturn
@@ -309,50 +309,64 @@ _PAD_BITS_2 = bytes(_ALPHABET.index(c) & 0x0F if c in _ALPHABET else 0 for c in 
 # --------------------------------------------------------------------------- the record log
 
 
-def _read_log(path: str | os.PathLike[str]) -> dict[int, tuple[bytes, int]]:
-    """Map each seq in a structlog JSON-lines record log to (leaf hash of its entry, log line)."""
+def _read_log(paths: Sequence[str | os.PathLike[str]]) -> dict[int, tuple[bytes, int]]:
+    """Map each seq in structlog JSON-lines record logs to (leaf hash of its entry, log line).
+
+    Several files are one log cut by rotation (oldest first, say): an entry may appear in any of
+    them, and the same seq with different bytes anywhere is a conflict. Line numbers are per file;
+    a problem's extras name the ``file`` when more than one is read.
+    """
     found: dict[int, tuple[bytes, int]] = {}
-    try:
-        with Path(path).open("rb") as handle:
-            for number, raw in enumerate(handle, start=1):
-                if b'"ledger_entry"' not in raw:
-                    continue  # an operational line
-                try:
-                    record = json.loads(raw)
-                except ValueError:
-                    _fail(
-                        "log.malformed", number, None,
-                        f"Log line {number} has a ledger entry but is not JSON.",
-                    )
-                if not isinstance(record, dict) or "ledger_entry" not in record:
-                    continue  # the words appeared inside some other value
-                seq, text = record.get("seq"), record["ledger_entry"]
-                if type(seq) is not int or seq < 0 or not isinstance(text, str):
-                    _fail(
-                        "log.malformed", number, None,
-                        f"Log line {number} has a ledger entry without a whole-number seq and base64 bytes.",
-                    )
-                try:
-                    entry = crypto.b64decode(text)
-                except CryptoError:
-                    _fail(
-                        "log.malformed", number, seq,
-                        f"Log line {number} (seq {seq}) has an entry not in base64.",
-                    )
-                digest = leaf_hash(entry)
-                earlier = found.get(seq)
-                if earlier is not None and earlier[0] != digest:
-                    _fail(
-                        "log.conflict", number, seq,
-                        f"Log lines {earlier[1]} and {number} carry two different entries for seq {seq}.",
-                        other_line=earlier[1],
-                    )
-                found[seq] = (digest, number)
-    except OSError as exc:
-        raise LedgerProofError(
-            f"The record log cannot be read: {exc.strerror or exc}.",
-            extras={"source": "log", "line": None, "seq": None, "problem": "log.unreadable"},
-        ) from None
+    where: dict[int, str] = {}
+    several = len(paths) > 1
+    for path in paths:
+        name = str(path)
+        more: dict[str, Any] = {"file": name} if several else {}
+        of = f" of {name}" if several else ""
+        try:
+            with Path(path).open("rb") as handle:
+                for number, raw in enumerate(handle, start=1):
+                    if b'"ledger_entry"' not in raw:
+                        continue  # an operational line
+                    try:
+                        record = json.loads(raw)
+                    except ValueError:
+                        _fail(
+                            "log.malformed", number, None,
+                            f"Log line {number}{of} has a ledger entry but is not JSON.", **more,
+                        )
+                    if not isinstance(record, dict) or "ledger_entry" not in record:
+                        continue  # the words appeared inside some other value
+                    seq, text = record.get("seq"), record["ledger_entry"]
+                    if type(seq) is not int or seq < 0 or not isinstance(text, str):
+                        _fail(
+                            "log.malformed", number, None,
+                            f"Log line {number}{of} has a ledger entry without a whole-number seq and base64 bytes.",
+                            **more,
+                        )
+                    try:
+                        entry = crypto.b64decode(text)
+                    except CryptoError:
+                        _fail(
+                            "log.malformed", number, seq,
+                            f"Log line {number}{of} (seq {seq}) has an entry not in base64.", **more,
+                        )
+                    digest = leaf_hash(entry)
+                    earlier = found.get(seq)
+                    if earlier is not None and earlier[0] != digest:
+                        first = f"{earlier[1]} of {where[seq]}" if several else str(earlier[1])
+                        _fail(
+                            "log.conflict", number, seq,
+                            f"Log lines {first} and {number}{of} carry two different entries for seq {seq}.",
+                            other_line=earlier[1], **({"other_file": where[seq]} | more if several else {}),
+                        )
+                    found[seq] = (digest, number)
+                    where[seq] = name
+        except OSError as exc:
+            raise LedgerProofError(
+                f"The record log{f' {name}' if several else ''} cannot be read: {exc.strerror or exc}.",
+                extras={"source": "log", "line": None, "seq": None, "problem": "log.unreadable", **more},
+            ) from None
     return found
 
 
@@ -781,18 +795,19 @@ def verify_export(
     source: str | os.PathLike[str] | Iterable[bytes] | Iterable[str],
     server_public_key: bytes,
     *,
-    log_path: str | os.PathLike[str] | None = None,
+    log_path: str | os.PathLike[str] | Sequence[str | os.PathLike[str]] | None = None,
     progress: Callable[[int], None] | None = None,
     progress_every: int = 10_000,
     strict: bool = False,
 ) -> VerificationReport:
     """Verify a ledger export offline against the server's raw Ed25519 public key.
 
-    ``source`` is a path or the export's lines. With ``log_path``, every exported entry must also
-    appear with identical bytes in that structlog JSON-lines record log. ``progress(done)`` is
-    called every ``progress_every`` entries. With ``strict``, every entry is checked to be RFC 8785
-    canonical JSON with string ``time`` and ``type``; by default only the entries no valid signed
-    head covers are (the others' ``seq`` is still checked: see the module documentation). Returns a
+    ``source`` is a path or the export's lines. With ``log_path`` (one file, or the files of a log
+    cut by rotation), every exported entry must also appear with identical bytes in that structlog
+    JSON-lines record log. ``progress(done)`` is called every ``progress_every`` entries. With
+    ``strict``, every entry is checked to be RFC 8785 canonical JSON with string ``time`` and
+    ``type``; by default only the entries no valid signed head covers are (the others' ``seq`` is
+    still checked: see the module documentation). Returns a
     :class:`VerificationReport`, or raises :class:`LedgerProofError` at the first problem with
     ``extras`` giving ``source``, ``line``, ``seq`` and a stable ``problem`` code (see the module
     documentation).
@@ -807,7 +822,10 @@ def verify_export(
         ) from None
     if progress_every < 1:
         raise LedgerProofError("Progress must be reported every one or more entries.")
-    log = _read_log(log_path) if log_path is not None else None
+    if log_path is None:
+        log = None
+    else:
+        log = _read_log([log_path] if isinstance(log_path, str | os.PathLike) else list(log_path))
     verifier = _Verifier(server_public_key, key_id, log, progress, progress_every, strict)
     try:
         if isinstance(source, str | os.PathLike):
