@@ -147,12 +147,17 @@ async def _receipt(client: ExchangeClient, args: argparse.Namespace) -> Any:
     seen = _read_head(head_file)
     result, head = await client.receipt(args.seq, _server_key(args.server_key), last_head=seen)
     if head_file is not None and (seen is None or head.size > seen.size):
-        partial = head_file.with_name(head_file.name + ".partial")
-        partial.write_text(json.dumps(head.to_json(), indent=2) + "\n", encoding="utf-8")
-        partial.replace(head_file)
+        _write_whole(head_file, json.dumps(head.to_json(), indent=2) + "\n")
     return _inclusion_result(result, head, args.server_key is not None) | {
         "extends_head_seen": seen.size if seen is not None else None
     }
+
+
+def _write_whole(path: Path, text: str) -> None:
+    """Write ``text`` beside ``path`` and rename it into place: a reader never sees half a file."""
+    partial = path.with_name(path.name + ".partial")
+    partial.write_text(text, encoding="utf-8")
+    partial.replace(path)
 
 
 def _read_head(path: Path | None) -> TreeHead | None:
@@ -167,9 +172,7 @@ def _read_head(path: Path | None) -> TreeHead | None:
 
 async def _export(client: ExchangeClient, args: argparse.Namespace) -> Any:
     text = await client.request_text("GET", "/v1/ledger/export")
-    partial = args.output.with_name(args.output.name + ".partial")
-    partial.write_text(text, encoding="utf-8")
-    partial.replace(args.output)
+    _write_whole(args.output, text)
     return {"kind": "ledger_export", "file": str(args.output), "lines": text.count("\n")}
 
 
