@@ -38,6 +38,16 @@ class Config:
     head_interval_ms: int = 500
     #: Alarm when this many entries are waiting for a signed head.
     head_lag_alarm_entries: int = 10_000
+    #: A copy never opened this long after delivery is reported to its sender as undelivered,
+    #: not silently dropped (MESH does the same after 5 days).
+    undelivered_after_days: int = 5
+    #: Sealed content is deleted this long after submission; the ledger and the manifest stay. The
+    #: exchange is a conduit, not the case record: recipients keep what they need in their own systems.
+    content_retention_days: int = 90
+    #: How often the deadline worker looks for what has fallen due, and how long its lease lasts
+    #: (one instance at a time runs it; another takes over once the lease lapses).
+    deadline_check_seconds: float = 30.0
+    deadline_lease_seconds: float = 120.0
     #: The structured record (JSON lines); None means <data_dir>/record.jsonl.
     record_log: Path | None = None
     extra: dict[str, str] = field(default_factory=dict, compare=False)

@@ -9,6 +9,8 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
+from exchange.lifecycle import ApprovalState, DeliveryState, PacketState
+
 
 class AgencyKind(StrEnum):
     CHILDRENS_SOCIAL_CARE = "children_social_care"
@@ -39,20 +41,6 @@ APPROVER_ROLES = frozenset({Role.MANAGER, Role.SAFEGUARDING_LEAD})
 class KeyUse(StrEnum):
     SIGNING = "signing"
     ENCRYPTION = "encryption"
-
-
-class PacketStatus(StrEnum):
-    AWAITING_APPROVAL = "awaiting_approval"
-    REFUSED = "refused"
-    DELIVERED = "delivered"
-
-
-class DeliveryStatus(StrEnum):
-    PENDING = "pending"  # awaiting approval; not yet visible to the recipient
-    DELIVERED = "delivered"
-    OPENED = "opened"
-    ACKNOWLEDGED = "acknowledged"
-    WITHDRAWN = "withdrawn"  # approval refused before delivery
 
 
 def new_id(prefix: str) -> str:
@@ -104,6 +92,11 @@ class MemberKey:
         if parse_iso(self.not_before) > moment:
             return False
         return self.not_after is None or parse_iso(self.not_after) > moment
+
+    def current_for(self, member_id: str, use: KeyUse, moment: datetime) -> bool:
+        """The one "current key" test behind every signed thing: this member's key, for this use,
+        within its validity and not revoked at ``moment``."""
+        return self.member_id == member_id and self.use is use and self.valid_at(moment)
 
 
 @dataclass(frozen=True)
@@ -183,12 +176,26 @@ class PacketRecord:
     purpose: str
     kind: str
     urgency: str
-    status: PacketStatus
+    state: PacketState
     created: str
     approval: Mapping[str, Any] | None
     ack_due: str | None
     action_due: str | None
     approval_due: str | None
+    approval_state: ApprovalState = ApprovalState.NOT_NEEDED
+    #: The earlier packet this one corrects, and the correction that replaced this one.
+    supersedes: str | None = None
+    superseded_by: str | None = None
+    #: For a correction: the names of the fields that were wrong in the earlier packet.
+    corrected_fields: tuple[str, ...] = ()
+    in_reply_to: str | None = None
+    #: The subject's pseudonym (never the identifier), for subject access and case reviews.
+    subject: str | None = None
+    #: Never opened by then: reported to the sender as undelivered.
+    expires_at: str | None = None
+    #: Sealed content is deleted at the end of retention; the record stays.
+    retain_until: str | None = None
+    content_removed_at: str | None = None
 
 
 @dataclass(frozen=True)
@@ -198,8 +205,82 @@ class DeliveryRecord:
     recipient_agency: str
     encryption_key: str
     sealed_key: bytes
-    status: DeliveryStatus
+    state: DeliveryState
     delivered_at: str | None
     opened_at: str | None
     acknowledged_at: str | None
     ack_signature: bytes | None
+    ack_key: str | None = None
+    reported_at: str | None = None
+    confirmed_at: str | None = None
+    updated: str | None = None
+
+
+#: The columns a delivery transition may set besides its state (the store's contract).
+DELIVERY_TIMES = frozenset({"delivered_at", "opened_at", "acknowledged_at", "reported_at", "confirmed_at"})
+
+
+@dataclass(frozen=True)
+class LoopStatement:
+    """A signed statement in a recipient's feedback loop: an action report, a confirmation or a query.
+
+    ``statement`` is the exact canonical bytes signed; ``sealed_note`` the narrative, sealed (HPKE)
+    to ``note_key`` of the member it is for (the sender for a report, the recipient for a query).
+    """
+
+    id: str
+    packet_id: str
+    recipient_member: str
+    author_member: str
+    type: str
+    action: str | None
+    statement: bytes
+    key_id: str
+    signature: bytes
+    sealed_note: bytes | None
+    note_key: str | None
+    created: str
+
+
+@dataclass(frozen=True)
+class Obligation:
+    """Something owed by a deadline; the background worker escalates it if still open when due."""
+
+    id: str
+    kind: str
+    due: str
+    created: str
+    packet_id: str | None = None
+    request_id: str | None = None
+    owed_by_member: str | None = None
+    owed_by_agency: str | None = None
+    owed_to_member: str | None = None
+    owed_to_agency: str | None = None
+    state: str = "open"
+    settled_at: str | None = None
+
+
+@dataclass(frozen=True)
+class Escalation:
+    id: str
+    obligation_id: str
+    kind: str
+    due: str
+    raised_at: str
+    packet_id: str | None = None
+    request_id: str | None = None
+    owed_by_member: str | None = None
+    owed_by_agency: str | None = None
+    owed_to_member: str | None = None
+    owed_to_agency: str | None = None
+    acknowledged_at: str | None = None
+    acknowledged_by: str | None = None
+    resolved_at: str | None = None
+
+
+@dataclass(frozen=True)
+class Page:
+    """Where a listing stopped: an opaque cursor the client sends back for the next page."""
+
+    after_created: str
+    after_id: str

@@ -20,9 +20,7 @@ class ExchangeError(Exception):
     status: ClassVar[int] = 500
     title: ClassVar[str] = "The exchange could not complete the request"
 
-    def __init__(
-        self, detail: str, *, extras: Mapping[str, Any] | None = None, retry_after: int | None = None
-    ) -> None:
+    def __init__(self, detail: str, *, extras: Mapping[str, Any] | None = None, retry_after: int | None = None) -> None:
         super().__init__(detail)
         self.detail = detail
         self.extras: dict[str, Any] = dict(extras or {})
@@ -76,12 +74,27 @@ class NotFound(ExchangeError):
     title = "Not found"
 
 
+class Gone(ExchangeError):
+    """The thing existed and the caller may know it, but its content is no longer to be had."""
+
+    code = "gone"
+    status = 410
+    title = "No longer available"
+
+
 class Conflict(ExchangeError):
     """The request clashes with the current state (already acknowledged, duplicate id...)."""
 
     code = "state.conflict"
     status = 409
     title = "The request conflicts with the current state"
+
+
+class StateChanged(Conflict):
+    """A compare-and-set found the state changed since it was read: another transition won."""
+
+    code = "lifecycle.state_changed"
+    title = "Someone else changed this first"
 
 
 class RateLimited(ExchangeError):

@@ -1,4 +1,4 @@
-"""What an auditor can look ledger entries up by: their type, time, packet, members and agencies.
+"""What an auditor can look ledger entries up by: type, time, packet, members, agencies, requests, subjects.
 
 Pure: the store calls :func:`entry_refs` when it appends an entry and keeps the pairs in an index,
 so a filtered read touches only matching entries instead of scanning the whole ledger.
@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from typing import Any
 
 #: The filters the auditor API offers, and the index kinds behind them.
-REF_KINDS = ("type", "time", "packet", "member", "agency")
+REF_KINDS = ("type", "time", "packet", "member", "agency", "request", "subject")
 
 
 def entry_refs(entry: Mapping[str, Any]) -> list[tuple[str, str]]:
@@ -28,5 +28,10 @@ def entry_refs(entry: Mapping[str, Any]) -> list[tuple[str, str]]:
         ("agency", actor.get("agency")),
         ("agency", details.get("agency")),
         ("agency", details.get("recipient_agency")),
+        ("request", entry.get("request")),
+        ("request", details.get("request")),
+        ("request", details.get("in_reply_to")),
+        # A subject is only ever a pseudonym (HMAC of the identifier), never the identifier itself.
+        ("subject", details.get("subject")),
     ]
     return list(dict.fromkeys((kind, value) for kind, value in candidates if isinstance(value, str) and value))

@@ -46,6 +46,12 @@ SERVICE_RULES: tuple[ServiceRule, ...] = (
         src.both(src.MANAGER_APPROVAL, src.design("§7 Authorization")),
     ),
     ServiceRule(
+        "without_consent.self_approval",
+        "Nobody approves their own sharing without consent: the senior approval must come from another manager"
+        " or safeguarding lead of the sender's agency, whether attached at submission or given in the queue.",
+        src.both(src.MANAGER_APPROVAL, src.design("§4 Without consent")),
+    ),
+    ServiceRule(
         "recipient.role_cannot_receive",
         "Packets go to practitioners, managers and safeguarding leads; agency admins and auditors manage the"
         " directory and read the record, and never receive content.",

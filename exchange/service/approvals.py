@@ -11,11 +11,13 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from exchange import policy, schemas
-from exchange.domain import APPROVER_ROLES, Actor, Agency, DeliveryStatus, Event, PacketRecord, PacketStatus, iso
+from exchange import lifecycle, policy, schemas
+from exchange.domain import APPROVER_ROLES, Actor, Agency, Event, PacketRecord, iso
 from exchange.errors import Conflict, Forbidden, NotFound, PolicyViolation
+from exchange.lifecycle import ApprovalState, PacketState, Party, Step
+from exchange.service import paging, steps
 from exchange.service.context import ServiceContext
-from exchange.service.packets import check_approval, record_deliveries, sharing_context
+from exchange.service.packets import check_approval, release_all, sharing_context
 
 
 def _require_approver(actor: Actor) -> None:
@@ -27,7 +29,7 @@ def _queue_item(packet: PacketRecord) -> dict[str, Any]:
     manifest = json.loads(packet.manifest)
     return {
         "packet_id": packet.id,
-        "state": "awaiting_approval" if packet.status is PacketStatus.AWAITING_APPROVAL else "approval_owed",
+        "state": "awaiting_approval" if packet.approval_state is ApprovalState.AWAITING else "approval_owed",
         "from": {"member": packet.sender_member, "agency": packet.sender_agency},
         "purpose": packet.purpose,
         "kind": packet.kind,
@@ -39,10 +41,12 @@ def _queue_item(packet: PacketRecord) -> dict[str, Any]:
     }
 
 
-async def queue(ctx: ServiceContext, actor: Actor, limit: int = 100) -> list[dict[str, Any]]:
-    """Packets of the approver's agency waiting for (or owed) a decision, oldest first."""
+async def queue(ctx: ServiceContext, actor: Actor, limit: int = 100, cursor: str | None = None) -> dict[str, Any]:
+    """Packets of the approver's agency waiting for (or owed) a decision, newest first, paged."""
     _require_approver(actor)
-    return [_queue_item(p) for p in await ctx.store.packets_awaiting_approval(actor.agency_id, limit)]
+    rows = await ctx.store.packets_awaiting_approval(actor.agency_id, limit + 1, paging.decode(cursor))
+    items = [_queue_item(p) for p in rows[:limit]]
+    return paging.page(items, rows, limit, lambda row: (row.created, row.id), key="packets")
 
 
 async def _pending(ctx: ServiceContext, actor: Actor, packet_id: str) -> PacketRecord:
@@ -50,9 +54,11 @@ async def _pending(ctx: ServiceContext, actor: Actor, packet_id: str) -> PacketR
     packet = await ctx.store.get_packet(packet_id)
     if packet is None or packet.sender_agency != actor.agency_id:
         raise NotFound("No such packet awaiting approval in your agency.")
-    owed = packet.status is PacketStatus.DELIVERED and packet.approval is None and packet.approval_due is not None
-    if packet.status is not PacketStatus.AWAITING_APPROVAL and not owed:
-        raise Conflict(f"This packet is not waiting for a decision (it is {packet.status.value}).")
+    if not lifecycle.approval_owed(packet.approval_state):
+        raise lifecycle.TransitionNotAllowed(
+            f"This packet is not waiting for a decision: its approval is {lifecycle.describe(packet.approval_state)}.",
+            extras={"state": packet.approval_state.value},
+        )
     return packet
 
 
@@ -81,31 +87,38 @@ async def _check_still_deliverable(ctx: ServiceContext, packet: PacketRecord, ma
 
 
 async def decide(ctx: ServiceContext, actor: Actor, packet_id: str, document: Any) -> dict[str, Any]:
-    """Record a manager's signed approval or refusal; an approval delivers a held packet."""
+    """Record a manager's signed approval or refusal; an approval delivers a held packet.
+
+    Exactly one decision per packet: the approval state is read and moved in one transaction, so
+    of an approval and a refusal sent at the same moment one wins and the other gets 409.
+    """
     schemas.check(document, "approval.v1", what="approval")
     packet = await _pending(ctx, actor, packet_id)
     if document["approver"] != actor.member_id:
         raise Forbidden("You can only sign a decision as yourself.")
     if packet.sender_member == actor.member_id:
         raise Forbidden("You cannot approve your own sharing without consent; ask another manager.")
-    await check_approval(ctx, packet.sender_agency, packet.id, packet.manifest_digest, document)
+    await check_approval(ctx, packet.sender_member, packet.sender_agency, packet.id, packet.manifest_digest, document)
     approve = document["decision"] == "approve"
-    held = packet.status is PacketStatus.AWAITING_APPROVAL
+    step = Step.APPROVE if approve else Step.REFUSE
     manifest = json.loads(packet.manifest)
-    if approve and held:
+    if approve and packet.state is PacketState.AWAITING_APPROVAL:
         await _check_still_deliverable(ctx, packet, manifest)
+    who = (actor.member_id, actor.agency_id)
     async with ctx.change() as change:
+        packet = await steps.packet_in(change, packet_id)
+        held = packet.state is PacketState.AWAITING_APPROVAL
         now = iso(change.now)
-        if approve:
-            await change.tx.set_packet_status(packet.id, PacketStatus.DELIVERED, document)
-        elif held:
-            await change.tx.set_packet_status(packet.id, PacketStatus.REFUSED, document)
+        approval_step = await steps.step_approval(change, packet, step, Party.APPROVER, document)
+        if held:
+            packet_step = await steps.step_packet(change, packet, step, Party.APPROVER)
+            ledger_type = packet_step.ledger_type
         else:
-            # Imminent harm: the packet already went; the refusal stands on record for review.
-            await change.tx.set_packet_status(packet.id, PacketStatus.DELIVERED, document)
+            ledger_type = approval_step.ledger_type
+        assert ledger_type is not None
         receipt = await change.record(
             Event(
-                "packet.approved" if approve else "packet.approval_refused",
+                ledger_type,
                 actor.member_id,
                 actor.agency_id,
                 packet=packet.id,
@@ -118,18 +131,15 @@ async def decide(ctx: ServiceContext, actor: Actor, packet_id: str, document: An
                 },
             )
         )
-        if held:
-            for recipient in manifest["recipients"]:
-                await change.tx.update_delivery(
-                    packet.id,
-                    recipient["member"],
-                    status=DeliveryStatus.DELIVERED if approve else DeliveryStatus.WITHDRAWN,
-                    delivered_at=now if approve else None,
-                )
-            if approve:
-                await record_deliveries(
-                    change, actor.member_id, actor.agency_id, packet.id, packet.manifest_digest, manifest
-                )
+        await steps.settle(change, packet.id, ("approval",), None, met=True)
+        if held and approve:
+            await release_all(ctx, change, packet, who)
+        elif held:
+            for delivery in await change.tx.deliveries_for_packet(packet.id):
+                await steps.step_delivery(change, packet, delivery, Step.WITHDRAW, Party.SYSTEM, actor=who)
+            # Refused sharing is never delivered: its sealed content goes now, its record stays.
+            await change.tx.remove_content(packet.id, now)
+            await steps.settle(change, packet.id, ("retention",), None, met=False)
     status = "delivered" if approve else ("refused" if held else "delivered_refusal_recorded")
     return {
         "packet_id": packet.id,

@@ -225,7 +225,8 @@ async def actor_for_key(ctx: ServiceContext, key_id: str, now: datetime) -> tupl
     key = await ctx.store.get_key(key_id)
     if key is None or key.use is not KeyUse.SIGNING:
         raise AuthenticationFailed("The request is signed with an unknown key.")
-    if not key.valid_at(now):
+    # The same "current key" test as every other signed statement (exchange.service.keys).
+    if not key.current_for(key.member_id, KeyUse.SIGNING, now):
         raise AuthenticationFailed("The request is signed with a key that is revoked or not valid now.")
     member = await ctx.store.get_member(key.member_id)
     if member is None or not member.active:

@@ -10,44 +10,45 @@ import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
-from exchange import crypto, policy, schemas, statements
+from exchange import crypto, lifecycle, policy, schemas, statements
 from exchange.domain import (
     APPROVER_ROLES,
     SHARING_ROLES,
     Actor,
     Agency,
     DeliveryRecord,
-    DeliveryStatus,
     Event,
     KeyUse,
     LedgerReceipt,
     PacketRecord,
-    PacketStatus,
     iso,
     parse_iso,
 )
 from exchange.errors import (
-    Conflict,
     CryptoError,
     ExchangeError,
     Forbidden,
+    Gone,
     InvalidRequest,
     NotFound,
     PolicyViolation,
     SchemaViolation,
     Violation,
 )
+from exchange.lifecycle import ApprovalState, DeliveryState, PacketState, Party, Step
+from exchange.service import paging, steps
 from exchange.service.context import Change, ServiceContext
+from exchange.service.keys import current_key, verify_statement
 
 
 @dataclass(frozen=True)
 class SubmissionReceipt:
     packet_id: str
     manifest_digest: str
-    status: PacketStatus
+    status: PacketState
     ledger: LedgerReceipt
     ack_due: str | None
     approval_due: str | None
@@ -166,19 +167,13 @@ async def _check_submission(ctx: ServiceContext, actor: Actor, document: Any) ->
     schemas.check(document, "packet.v1", what="packet")
     manifest = document["manifest"]
     policy.validate_manifest_schema(manifest, ctx.catalogue)
-    now = ctx.clock()
 
     sender = manifest["sender"]
     if sender["member"] != actor.member_id or sender["agency"] != actor.agency_id:
         raise CryptoError("The manifest names a different sender from the member who signed this request.")
-    sender_key = await ctx.store.get_key(sender["signing_key"])
-    if (
-        sender_key is None
-        or sender_key.member_id != actor.member_id
-        or sender_key.use is not KeyUse.SIGNING
-        or not sender_key.valid_at(now)
-    ):
-        raise CryptoError("The manifest's signing key is not a current signing key of yours.")
+    sender_key = await current_key(
+        ctx, sender["signing_key"], member_id=actor.member_id, use=KeyUse.SIGNING, what="The manifest"
+    )
     signature = crypto.b64decode(document["signature"], what="manifest signature")
     crypto.verify_manifest_signature(manifest, signature, sender_key.public_bytes)
 
@@ -196,9 +191,9 @@ async def _check_submission(ctx: ServiceContext, actor: Actor, document: Any) ->
         member = await ctx.store.get_member(recipient["member"])
         if member is None or not member.active or member.agency_id != recipient["agency"]:
             raise InvalidRequest(f"Recipient {recipient['member']} is not an active member of that agency.")
-        key = await ctx.store.get_key(recipient["encryption_key"])
-        if key is None or key.member_id != member.id or key.use is not KeyUse.ENCRYPTION or not key.valid_at(now):
-            raise CryptoError(f"The packet is sealed to a key that is not a current key of {member.id}.")
+        await current_key(
+            ctx, recipient["encryption_key"], member_id=member.id, use=KeyUse.ENCRYPTION, what="The packet's sealing"
+        )
         agency = await ctx.store.get_agency(member.agency_id)
         assert agency is not None
         agencies[member.id] = agency
@@ -212,7 +207,7 @@ async def _check_submission(ctx: ServiceContext, actor: Actor, document: Any) ->
 
     approval = document.get("approval")
     if approval is not None:
-        await check_approval(ctx, actor.agency_id, manifest["packet_id"], digest, approval)
+        await check_approval(ctx, actor.member_id, actor.agency_id, manifest["packet_id"], digest, approval)
     return _Checked(manifest, digest, signature, body, sealed, agencies, approval, tuple(cannot_receive))
 
 
@@ -239,7 +234,7 @@ async def sharing_context(
         received = [
             d for d in await ctx.store.deliveries_for_packet(earlier_id) if d.recipient_member == actor.member_id
         ]
-        if received and received[0].status not in (DeliveryStatus.PENDING, DeliveryStatus.WITHDRAWN):
+        if received and lifecycle.visible_to_recipient(received[0].state):
             limits[earlier_id] = policy.OnwardLimit.of_manifest(json.loads(earlier.manifest))
     return policy.SharingContext(
         now=ctx.clock(),
@@ -260,9 +255,23 @@ async def sharing_context(
 
 
 async def check_approval(
-    ctx: ServiceContext, sender_agency: str, packet_id: str, digest: str, approval: Mapping[str, Any]
+    ctx: ServiceContext, sender: str, sender_agency: str, packet_id: str, digest: str, approval: Mapping[str, Any]
 ) -> None:
-    """An approval must be signed by a manager or safeguarding lead of the sender's agency over this digest."""
+    """An approval must be signed, with a current key, by a manager or safeguarding lead of the sender's
+    agency who is not the sender, over this digest. Both paths (attached at submission, or given
+    through the queue) come through here, so nobody approves their own sharing on either."""
+    if approval["approver"] == sender:
+        raise PolicyViolation(
+            [
+                Violation(
+                    "without_consent.self_approval",
+                    "/approval/approver",
+                    "You cannot approve your own sharing without consent: another manager or safeguarding lead"
+                    " of your agency must decide.",
+                    _rule_source("without_consent.self_approval"),
+                )
+            ]
+        )
     approver = await ctx.store.get_member(approval["approver"])
     if approver is None or approver.agency_id != sender_agency or not approver.has_any(*APPROVER_ROLES):
         raise PolicyViolation(
@@ -276,20 +285,29 @@ async def check_approval(
                 )
             ]
         )
-    key = await ctx.store.get_key(approval["key_id"])
-    if key is None or key.member_id != approver.id or key.use is not KeyUse.SIGNING or not key.valid_at(ctx.clock()):
-        raise CryptoError("The approval is signed with a key that is not a current signing key of the approver.")
     statement = statements.approval_statement(packet_id, digest, approver.id, approval["decision"])
-    try:
-        crypto.verify_signature(key.public_bytes, statement, crypto.b64decode(approval["signature"], what="approval"))
-    except CryptoError:
-        raise CryptoError("The manager's approval does not verify over this manifest's digest.") from None
+    await verify_statement(
+        ctx,
+        key_id=approval["key_id"],
+        member_id=approver.id,
+        statement=statement,
+        signature=crypto.b64decode(approval["signature"], what="approval"),
+        what="The manager's approval",
+    )
+
+
+def _approval_state(checked: _Checked, decision: policy.Decision) -> ApprovalState:
+    if checked.approval is not None:
+        return ApprovalState.APPROVED
+    if decision.needs_approval:
+        return ApprovalState.OWED if decision.deliver_before_approval else ApprovalState.AWAITING
+    return ApprovalState.NOT_NEEDED
 
 
 async def _accept(ctx: ServiceContext, actor: Actor, checked: _Checked, decision: policy.Decision) -> SubmissionReceipt:
     manifest = checked.manifest
     hold = decision.needs_approval and not decision.deliver_before_approval
-    status = PacketStatus.AWAITING_APPROVAL if hold else PacketStatus.DELIVERED
+    state = PacketState.AWAITING_APPROVAL if hold else PacketState.DELIVERED
     async with ctx.change() as change:
         now = iso(change.now)
         packet = PacketRecord(
@@ -303,12 +321,16 @@ async def _accept(ctx: ServiceContext, actor: Actor, checked: _Checked, decision
             purpose=manifest["purpose"],
             kind=manifest["kind"],
             urgency=manifest["urgency"],
-            status=status,
+            state=state,
             created=now,
             approval=checked.approval,
             ack_due=iso(decision.ack_due_by) if decision.ack_due_by else None,
             action_due=iso(decision.action_due_by) if decision.action_due_by else None,
             approval_due=iso(decision.approval_due_by) if decision.approval_due_by else None,
+            approval_state=_approval_state(checked, decision),
+            in_reply_to=manifest.get("in_reply_to"),
+            subject=(manifest.get("subject") or {}).get("pseudonym"),
+            retain_until=iso(change.now + timedelta(days=ctx.config.content_retention_days)),
         )
         await change.tx.insert_packet(packet)
         submitted = await change.record(
@@ -319,7 +341,7 @@ async def _accept(ctx: ServiceContext, actor: Actor, checked: _Checked, decision
                 packet=packet.id,
                 manifest_digest=checked.digest,
                 details=_manifest_summary(manifest)
-                | {"approval": _approval_summary(checked.approval), "status": status.value},
+                | {"approval": _approval_summary(checked.approval), "status": state.value},
             )
         )
         for recipient in manifest["recipients"]:
@@ -331,13 +353,16 @@ async def _accept(ctx: ServiceContext, actor: Actor, checked: _Checked, decision
                     recipient_agency=checked.recipient_agencies[member].id,
                     encryption_key=recipient["encryption_key"],
                     sealed_key=checked.sealed_keys[member],
-                    status=DeliveryStatus.PENDING if hold else DeliveryStatus.DELIVERED,
-                    delivered_at=None if hold else now,
+                    state=DeliveryState.PENDING,
+                    delivered_at=None,
                     opened_at=None,
                     acknowledged_at=None,
                     ack_signature=None,
+                    updated=now,
                 )
             )
+        await steps.open_approval_obligation(change, packet)
+        await steps.add_retention(change, packet)
         if hold:
             await change.record(
                 Event(
@@ -349,30 +374,23 @@ async def _accept(ctx: ServiceContext, actor: Actor, checked: _Checked, decision
                 )
             )
         else:
-            await record_deliveries(change, actor.member_id, actor.agency_id, packet.id, checked.digest, manifest)
-    return SubmissionReceipt(packet.id, checked.digest, status, submitted, packet.ack_due, packet.approval_due)
+            await release_all(ctx, change, packet, (actor.member_id, actor.agency_id))
+    return SubmissionReceipt(packet.id, checked.digest, state, submitted, packet.ack_due, packet.approval_due)
 
 
-async def record_deliveries(
-    change: Change,
-    member: str | None,
-    agency: str | None,
-    packet_id: str,
-    digest: str,
-    manifest: Mapping[str, Any],
+async def release_all(
+    ctx: ServiceContext, change: Change, packet: PacketRecord, actor: tuple[str | None, str | None]
 ) -> None:
-    """One ``packet.delivered`` event per recipient, in the change that makes the packet visible to them."""
-    for recipient in manifest["recipients"]:
-        await change.record(
-            Event(
-                "packet.delivered",
-                member,
-                agency,
-                packet=packet_id,
-                manifest_digest=digest,
-                details={"recipient": recipient["member"], "recipient_agency": recipient["agency"]},
-            )
-        )
+    """Deliver every held copy of ``packet`` (one ``packet.delivered`` each) and start its deadlines."""
+    dues = steps.dues_from(
+        ctx.catalogue,
+        packet.purpose,
+        packet.urgency,
+        change.now,
+        timedelta(days=ctx.config.undelivered_after_days),
+    )
+    for delivery in await change.tx.deliveries_for_packet(packet.id):
+        await steps.release(change, packet, delivery, actor, dues)
 
 
 def _manifest_summary(manifest: Mapping[str, Any]) -> dict[str, Any]:
@@ -398,76 +416,93 @@ def _approval_summary(approval: Mapping[str, Any] | None) -> dict[str, Any] | No
     return {"approver": approval["approver"], "key_id": approval["key_id"], "decision": approval["decision"]}
 
 
-def _delivery_json(delivery: DeliveryRecord) -> dict[str, Any]:
+def delivery_json(delivery: DeliveryRecord) -> dict[str, Any]:
     return {
         "member": delivery.recipient_member,
         "agency": delivery.recipient_agency,
-        "status": delivery.status.value,
+        "status": delivery.state.value,
+        "loop": lifecycle.describe(delivery.state),
         "delivered_at": delivery.delivered_at,
         "opened_at": delivery.opened_at,
         "acknowledged_at": delivery.acknowledged_at,
+        "reported_at": delivery.reported_at,
+        "confirmed_at": delivery.confirmed_at,
     }
 
 
-def _packet_summary(packet: PacketRecord) -> dict[str, Any]:
+def packet_summary(packet: PacketRecord) -> dict[str, Any]:
     return {
         "packet_id": packet.id,
         "from": {"member": packet.sender_member, "agency": packet.sender_agency},
         "purpose": packet.purpose,
         "kind": packet.kind,
         "urgency": packet.urgency,
-        "status": packet.status.value,
+        "status": packet.state.value,
+        "state_words": lifecycle.describe(packet.state),
+        "approval": packet.approval_state.value,
         "created": packet.created,
         "manifest_digest": packet.manifest_digest,
         "ack_due": packet.ack_due,
         "action_due": packet.action_due,
         "approval_due": packet.approval_due,
+        "supersedes": packet.supersedes,
+        "superseded_by": packet.superseded_by,
+        "corrected_fields": list(packet.corrected_fields),
+        "in_reply_to": packet.in_reply_to,
+        "content_removed_at": packet.content_removed_at,
     }
 
 
-async def inbox(ctx: ServiceContext, actor: Actor, limit: int = 100) -> list[dict[str, Any]]:
-    """Packets delivered to the member, newest first, with their delivery state."""
-    return [
-        _packet_summary(packet) | {"delivery": _delivery_json(delivery)}
-        for packet, delivery in await ctx.store.inbox(actor.member_id, limit)
-    ]
+async def inbox(
+    ctx: ServiceContext, actor: Actor, limit: int = 100, cursor: str | None = None, states: str | None = None
+) -> dict[str, Any]:
+    """Copies delivered to the member, newest first, with their loop state; paged by an opaque cursor."""
+    wanted = paging.states(states, DeliveryState)
+    rows = await ctx.store.inbox(actor.member_id, limit + 1, paging.decode(cursor), wanted)
+    items = [packet_summary(packet) | {"delivery": delivery_json(delivery)} for packet, delivery in rows[:limit]]
+    return paging.page(items, rows, limit, lambda row: (row[0].created, row[0].id), key="packets")
 
 
-async def outbox(ctx: ServiceContext, actor: Actor, limit: int = 100) -> list[dict[str, Any]]:
-    """Packets the member sent, each with every recipient's delivered / opened / acknowledged times."""
-    out = []
-    for packet in await ctx.store.outbox(actor.member_id, limit):
+async def outbox(
+    ctx: ServiceContext, actor: Actor, limit: int = 100, cursor: str | None = None, states: str | None = None
+) -> dict[str, Any]:
+    """Packets the member sent, each with every recipient's loop state in words; paged."""
+    wanted = paging.states(states, PacketState)
+    rows = await ctx.store.outbox(actor.member_id, limit + 1, paging.decode(cursor), wanted)
+    items = []
+    for packet in rows[:limit]:
         deliveries = await ctx.store.deliveries_for_packet(packet.id)
-        out.append(_packet_summary(packet) | {"recipients": [_delivery_json(d) for d in deliveries]})
-    return out
+        items.append(packet_summary(packet) | {"recipients": [delivery_json(d) for d in deliveries]})
+    return paging.page(items, rows, limit, lambda row: (row.created, row.id), key="packets")
 
 
 async def fetch(ctx: ServiceContext, actor: Actor, packet_id: str) -> dict[str, Any]:
     """The manifest, body and *this recipient's* sealed key; anyone else gets 404.
 
-    The first fetch marks the delivery opened and records it.
+    The first fetch opens the copy (``delivered`` → ``opened``, recorded once, however many fetches
+    race: the state is read and moved in one transaction). A recalled or undelivered copy, or one
+    whose content was removed at the end of retention, is gone (410).
     """
-    delivery = await _delivery_for(ctx, actor, packet_id)
-    packet = await ctx.store.get_packet(packet_id)
-    assert packet is not None
+    async with ctx.change() as change:
+        delivery = await steps.delivery_in(change, packet_id, actor.member_id)
+        packet = await steps.packet_in(change, packet_id)
+        if delivery.state not in lifecycle.OPENABLE or packet.content_removed_at is not None:
+            raise Gone(_gone_reason(packet, delivery))
+        if delivery.state is DeliveryState.DELIVERED:
+            await steps.step_delivery(
+                change,
+                packet,
+                delivery,
+                Step.OPEN,
+                Party.RECIPIENT,
+                actor=(actor.member_id, actor.agency_id),
+                times={"opened_at": iso(change.now)},
+            )
+            await steps.settle(change, packet.id, ("expiry",), actor.member_id, met=True)
     manifest = json.loads(packet.manifest)
     sender_key = await ctx.store.get_key(manifest["sender"]["signing_key"])
     if sender_key is None:
         raise NotFound("The sender's key is no longer in the directory.")
-    if delivery.opened_at is None:
-        async with ctx.change() as change:
-            await change.tx.update_delivery(
-                packet_id, actor.member_id, status=DeliveryStatus.OPENED, opened_at=iso(change.now)
-            )
-            await change.record(
-                Event(
-                    "packet.opened",
-                    actor.member_id,
-                    actor.agency_id,
-                    packet=packet_id,
-                    manifest_digest=packet.manifest_digest,
-                )
-            )
     return {
         "packet_id": packet.id,
         "manifest": manifest,
@@ -477,55 +512,52 @@ async def fetch(ctx: ServiceContext, actor: Actor, packet_id: str) -> dict[str, 
         "body": crypto.b64encode(packet.body),
         "sealed_key": crypto.b64encode(delivery.sealed_key),
         "approval": packet.approval,
+        "status": packet.state.value,
+        "superseded_by": packet.superseded_by,
+        "supersedes": packet.supersedes,
+        "corrected_fields": list(packet.corrected_fields),
     }
 
 
-async def _delivery_for(ctx: ServiceContext, actor: Actor, packet_id: str) -> DeliveryRecord:
-    deliveries = await ctx.store.deliveries_for_packet(packet_id)
-    mine = [d for d in deliveries if d.recipient_member == actor.member_id]
-    if not mine or mine[0].status in (DeliveryStatus.PENDING, DeliveryStatus.WITHDRAWN):
-        # The same answer whether the packet does not exist or is someone else's.
-        raise NotFound("No such packet in your inbox.")
-    return mine[0]
+def _gone_reason(packet: PacketRecord, delivery: DeliveryRecord) -> str:
+    if packet.content_removed_at is not None:
+        return "This packet's sealed content was deleted at the end of its retention period; the record remains."
+    return f"This packet can no longer be opened: it is {lifecycle.describe(delivery.state)}."
 
 
 async def acknowledge(ctx: ServiceContext, actor: Actor, packet_id: str, document: Any) -> dict[str, Any]:
-    """A recipient's signed receipt over the manifest digest closes the first half of the loop."""
+    """A recipient's signed receipt over the manifest digest; exactly one per copy, however many race."""
     schemas.check(document, "acknowledgement.v1", what="acknowledgement")
-    delivery = await _delivery_for(ctx, actor, packet_id)
-    if delivery.acknowledged_at is not None:
-        raise Conflict("You have already acknowledged this packet.")
     packet = await ctx.store.get_packet(packet_id)
-    assert packet is not None
-    key = await ctx.store.get_key(document["key_id"])
-    if key is None or key.member_id != actor.member_id or key.use is not KeyUse.SIGNING:
-        raise Forbidden("An acknowledgement must be signed with one of your own signing keys.")
+    if packet is None:
+        raise NotFound("No such packet in your inbox.")
     signature = crypto.b64decode(document["signature"], what="acknowledgement signature")
     statement = statements.acknowledgement_statement(packet_id, packet.manifest_digest, actor.member_id)
-    try:
-        crypto.verify_signature(key.public_bytes, statement, signature)
-    except CryptoError:
-        raise CryptoError("The acknowledgement does not verify over this packet's manifest digest.") from None
+    key = await verify_statement(
+        ctx,
+        key_id=document["key_id"],
+        member_id=actor.member_id,
+        statement=statement,
+        signature=signature,
+        what="The acknowledgement",
+    )
     async with ctx.change() as change:
+        delivery = await steps.delivery_in(change, packet_id, actor.member_id)
         when = iso(change.now)
-        await change.tx.update_delivery(
-            packet_id,
-            actor.member_id,
-            status=DeliveryStatus.ACKNOWLEDGED,
-            opened_at=when if delivery.opened_at is None else None,
-            acknowledged_at=when,
+        receipt = await steps.step_delivery(
+            change,
+            packet,
+            delivery,
+            Step.ACKNOWLEDGE,
+            Party.RECIPIENT,
+            actor=(actor.member_id, actor.agency_id),
+            times={"opened_at": when, "acknowledged_at": when},
             ack_signature=signature,
+            ack_key=key.key_id,
+            details={"key_id": key.key_id, "on_time": _on_time(packet.ack_due, change.now)},
         )
-        receipt = await change.record(
-            Event(
-                "packet.acknowledged",
-                actor.member_id,
-                actor.agency_id,
-                packet=packet_id,
-                manifest_digest=packet.manifest_digest,
-                details={"key_id": key.key_id, "on_time": _on_time(packet.ack_due, change.now)},
-            )
-        )
+        await steps.settle(change, packet.id, ("ack", "expiry"), actor.member_id, met=True)
+    assert receipt is not None  # the table records every acknowledgement
     return {
         "packet_id": packet_id,
         "acknowledged_at": when,

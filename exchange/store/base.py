@@ -16,13 +16,16 @@ from typing import Any
 from exchange.domain import (
     Agency,
     DeliveryRecord,
-    DeliveryStatus,
+    Escalation,
+    LoopStatement,
     Member,
     MemberKey,
+    Obligation,
     PacketRecord,
-    PacketStatus,
+    Page,
 )
 from exchange.ledger.heads import TreeHead
+from exchange.lifecycle import ApprovalState, DeliveryState, PacketState
 
 
 class Transaction(ABC):
@@ -55,33 +58,98 @@ class Transaction(ABC):
     async def purge_nonces(self, before: str) -> None:
         """Forget nonces whose signatures can no longer be accepted anyway."""
 
-    # -- packets
+    # -- packets: every state change is a compare-and-set on the state the service read, in this
+    # transaction; a row whose state has moved on raises StateChanged (409), so one of two racing
+    # transitions wins and the other changes nothing.
     @abstractmethod
     async def insert_packet(self, packet: PacketRecord) -> None: ...
 
     @abstractmethod
-    async def set_packet_status(
-        self, packet_id: str, status: PacketStatus, approval: Mapping[str, Any] | None = None
+    async def get_packet(self, packet_id: str) -> PacketRecord | None:
+        """The packet as this transaction sees it (read under the write lock)."""
+
+    @abstractmethod
+    async def set_packet_state(
+        self, packet_id: str, expected: PacketState, new: PacketState, *, superseded_by: str | None = None
     ) -> None: ...
+
+    @abstractmethod
+    async def set_approval_state(
+        self, packet_id: str, expected: ApprovalState, new: ApprovalState, approval: Mapping[str, Any] | None
+    ) -> None: ...
+
+    @abstractmethod
+    async def remove_content(self, packet_id: str, when: str) -> None:
+        """Delete the sealed body and every sealed key of the packet; its record and manifest stay."""
 
     @abstractmethod
     async def insert_delivery(self, delivery: DeliveryRecord) -> None: ...
 
     @abstractmethod
-    async def update_delivery(
+    async def get_delivery(self, packet_id: str, member_id: str) -> DeliveryRecord | None: ...
+
+    @abstractmethod
+    async def deliveries_for_packet(self, packet_id: str) -> list[DeliveryRecord]: ...
+
+    @abstractmethod
+    async def set_delivery_state(
         self,
         packet_id: str,
         member_id: str,
+        expected: DeliveryState,
+        new: DeliveryState,
         *,
-        status: DeliveryStatus,
-        delivered_at: str | None = None,
-        opened_at: str | None = None,
-        acknowledged_at: str | None = None,
+        when: str,
+        times: Mapping[str, str] | None = None,
         ack_signature: bytes | None = None,
-    ) -> None: ...
+        ack_key: str | None = None,
+    ) -> None:
+        """Move one recipient's copy from ``expected`` to ``new``; ``times`` sets columns named in
+        :data:`exchange.domain.DELIVERY_TIMES`."""
 
     @abstractmethod
-    async def get_delivery(self, packet_id: str, member_id: str) -> DeliveryRecord | None: ...
+    async def insert_statement(self, statement: LoopStatement) -> None: ...
+
+    # -- deadlines
+    @abstractmethod
+    async def add_obligation(self, obligation: Obligation) -> None:
+        """Store an obligation; one with the same id already stored is left as it is."""
+
+    @abstractmethod
+    async def settle_obligations(
+        self,
+        kinds: Sequence[str],
+        *,
+        packet_id: str | None = None,
+        request_id: str | None = None,
+        owed_by_member: str | None = None,
+        state: str,
+        when: str,
+    ) -> list[str]:
+        """Mark the open obligations matching every given key ``met`` or ``cancelled``; resolve their
+        escalations. Returns the ids settled."""
+
+    @abstractmethod
+    async def due_obligations(self, now: str, limit: int) -> list[Obligation]:
+        """Open obligations due at or before ``now``, oldest first (uses the (state, due) index)."""
+
+    @abstractmethod
+    async def fire_obligation(self, obligation_id: str, when: str) -> bool:
+        """Compare-and-set ``open`` → ``fired``; False if it was no longer open."""
+
+    @abstractmethod
+    async def insert_escalation(self, escalation: Escalation) -> None: ...
+
+    @abstractmethod
+    async def get_escalation(self, escalation_id: str) -> Escalation | None: ...
+
+    @abstractmethod
+    async def acknowledge_escalation(self, escalation_id: str, member_id: str, when: str) -> bool:
+        """Compare-and-set: record who acknowledged an escalation; False if already acknowledged."""
+
+    @abstractmethod
+    async def take_lease(self, name: str, holder: str, now: str, expires: str) -> bool:
+        """Take or renew the named lease if it is free, expired, or already ``holder``'s."""
 
     # -- ledger
     @abstractmethod
@@ -132,7 +200,8 @@ class Store(ABC):
     @abstractmethod
     async def count_members(self) -> int: ...
 
-    # -- packets
+    # -- packets. Listings are newest first and paged by keyset: ``after`` is the (created, id) of
+    # the last row of the previous page.
     @abstractmethod
     async def get_packet(self, packet_id: str) -> PacketRecord | None: ...
 
@@ -140,14 +209,48 @@ class Store(ABC):
     async def deliveries_for_packet(self, packet_id: str) -> list[DeliveryRecord]: ...
 
     @abstractmethod
-    async def inbox(self, member_id: str, limit: int) -> list[tuple[PacketRecord, DeliveryRecord]]: ...
+    async def inbox(
+        self, member_id: str, limit: int, after: Page | None = None, states: frozenset[DeliveryState] | None = None
+    ) -> list[tuple[PacketRecord, DeliveryRecord]]:
+        """Copies delivered to the member (never pending or withdrawn ones), optionally in ``states``."""
 
     @abstractmethod
-    async def outbox(self, member_id: str, limit: int) -> list[PacketRecord]: ...
+    async def outbox(
+        self, member_id: str, limit: int, after: Page | None = None, states: frozenset[PacketState] | None = None
+    ) -> list[PacketRecord]: ...
 
     @abstractmethod
-    async def packets_awaiting_approval(self, agency_id: str, limit: int) -> list[PacketRecord]:
-        """Packets of the agency held for approval, or delivered at once (imminent harm) with approval owed."""
+    async def packets_awaiting_approval(
+        self, agency_id: str, limit: int, after: Page | None = None
+    ) -> list[PacketRecord]:
+        """Packets of the agency whose approval is awaited (held) or owed (imminent harm delivered first)."""
+
+    @abstractmethod
+    async def statements_for(self, packet_id: str, recipient_member: str | None = None) -> list[LoopStatement]:
+        """The loop statements of a packet (one recipient's, if given), oldest first."""
+
+    @abstractmethod
+    async def get_escalation(self, escalation_id: str) -> Escalation | None: ...
+
+    @abstractmethod
+    async def escalations(
+        self,
+        *,
+        members: Sequence[str],
+        agencies_as_sender: Sequence[str],
+        agencies_as_owing: Sequence[str],
+        limit: int,
+        after: Page | None = None,
+        open_only: bool = False,
+    ) -> list[Escalation]:
+        """Escalations owed to or by one of ``members``, or owed to one of ``agencies_as_sender``, or
+        owed by one of ``agencies_as_owing``; newest first (paged by raised_at, id)."""
+
+    @abstractmethod
+    async def obligations_for(self, packet_id: str) -> list[Obligation]: ...
+
+    @abstractmethod
+    async def packets_for_subject(self, pseudonym: str) -> list[PacketRecord]: ...
 
     # -- ledger
     @abstractmethod

@@ -17,21 +17,25 @@ from typing import Any
 import aiosqlite
 
 from exchange.domain import (
+    DELIVERY_TIMES,
     Agency,
     AgencyKind,
     DeliveryRecord,
-    DeliveryStatus,
+    Escalation,
     KeyUse,
+    LoopStatement,
     Member,
     MemberKey,
+    Obligation,
     PacketRecord,
-    PacketStatus,
+    Page,
     Role,
 )
-from exchange.errors import Conflict, StoreUnavailable
+from exchange.errors import Conflict, StateChanged, StoreUnavailable
 from exchange.ledger import merkle, tree
 from exchange.ledger.heads import TreeHead
 from exchange.ledger.index import entry_refs
+from exchange.lifecycle import ApprovalState, DeliveryState, PacketState
 from exchange.store.base import Store, Transaction
 from exchange.store.migrations import MIGRATIONS
 
@@ -98,13 +102,88 @@ def _packet(row: sqlite3.Row) -> PacketRecord:
         purpose=row["purpose"],
         kind=row["kind"],
         urgency=row["urgency"],
-        status=PacketStatus(row["status"]),
+        state=PacketState(row["status"]),
         created=row["created"],
         approval=json.loads(row["approval"]) if row["approval"] else None,
         ack_due=row["ack_due"],
         action_due=row["action_due"],
         approval_due=row["approval_due"],
+        approval_state=ApprovalState(row["approval_state"]),
+        supersedes=row["supersedes"],
+        superseded_by=row["superseded_by"],
+        corrected_fields=tuple(json.loads(row["corrected_fields"])) if row["corrected_fields"] else (),
+        in_reply_to=row["in_reply_to"],
+        subject=row["subject"],
+        expires_at=row["expires_at"],
+        retain_until=row["retain_until"],
+        content_removed_at=row["content_removed_at"],
     )
+
+
+_PACKET_COLUMNS = (
+    "id, sender_member, sender_agency, manifest, manifest_digest, signature, body, purpose, kind, urgency,"
+    " status, created, approval, ack_due, action_due, approval_due, approval_state, supersedes, superseded_by,"
+    " corrected_fields, in_reply_to, subject, expires_at, retain_until, content_removed_at"
+)
+
+
+def _packet_row(packet: PacketRecord) -> tuple[Any, ...]:
+    return (
+        packet.id,
+        packet.sender_member,
+        packet.sender_agency,
+        packet.manifest,
+        packet.manifest_digest,
+        packet.signature,
+        packet.body,
+        packet.purpose,
+        packet.kind,
+        packet.urgency,
+        packet.state.value,
+        packet.created,
+        json.dumps(packet.approval) if packet.approval is not None else None,
+        packet.ack_due,
+        packet.action_due,
+        packet.approval_due,
+        packet.approval_state.value,
+        packet.supersedes,
+        packet.superseded_by,
+        json.dumps(list(packet.corrected_fields)) if packet.corrected_fields else None,
+        packet.in_reply_to,
+        packet.subject,
+        packet.expires_at,
+        packet.retain_until,
+        packet.content_removed_at,
+    )
+
+
+def _obligation(row: sqlite3.Row) -> Obligation:
+    return Obligation(**{name: row[name] for name in Obligation.__dataclass_fields__})
+
+
+def _escalation(row: sqlite3.Row) -> Escalation:
+    return Escalation(**{name: row[name] for name in Escalation.__dataclass_fields__})
+
+
+def _statement(row: sqlite3.Row) -> LoopStatement:
+    return LoopStatement(
+        id=row["id"],
+        packet_id=row["packet_id"],
+        recipient_member=row["recipient_member"],
+        author_member=row["author_member"],
+        type=row["type"],
+        action=row["action"],
+        statement=bytes(row["statement"]),
+        key_id=row["key_id"],
+        signature=bytes(row["signature"]),
+        sealed_note=bytes(row["sealed_note"]) if row["sealed_note"] is not None else None,
+        note_key=row["note_key"],
+        created=row["created"],
+    )
+
+
+def _insert(table: str, names: Sequence[str]) -> str:
+    return f"INSERT INTO {table} ({', '.join(names)}) VALUES ({', '.join('?' for _ in names)})"  # noqa: S608 - fixed names
 
 
 def _head(row: sqlite3.Row) -> TreeHead:
@@ -117,19 +196,35 @@ def _head(row: sqlite3.Row) -> TreeHead:
     )
 
 
-def _delivery(row: sqlite3.Row) -> DeliveryRecord:
+def _delivery(row: sqlite3.Row | _Prefixed) -> DeliveryRecord:
     return DeliveryRecord(
         packet_id=row["packet_id"],
         recipient_member=row["recipient_member"],
         recipient_agency=row["recipient_agency"],
         encryption_key=row["encryption_key"],
         sealed_key=bytes(row["sealed_key"]),
-        status=DeliveryStatus(row["status"]),
+        state=DeliveryState(row["status"]),
         delivered_at=row["delivered_at"],
         opened_at=row["opened_at"],
         acknowledged_at=row["acknowledged_at"],
         ack_signature=bytes(row["ack_signature"]) if row["ack_signature"] is not None else None,
+        ack_key=row["ack_key"],
+        reported_at=row["reported_at"],
+        confirmed_at=row["confirmed_at"],
+        updated=row["updated"],
     )
+
+
+def _changed_one(cursor: aiosqlite.Cursor, what: str) -> None:
+    """The compare-and-set rule: exactly one row must have moved from the expected state."""
+    if cursor.rowcount != 1:
+        raise StateChanged(f"The {what} changed while this request was being handled; nothing was done.")
+
+
+def _page_clause(after: Page | None, created: str, key: str) -> tuple[str, list[Any]]:
+    if after is None:
+        return "", []
+    return f" AND ({created}, {key}) < (?, ?)", [after.after_created, after.after_id]
 
 
 async def _nodes(db: aiosqlite.Connection, keys: Sequence[tuple[int, int]]) -> dict[tuple[int, int], bytes]:
@@ -144,6 +239,16 @@ async def _nodes(db: aiosqlite.Connection, keys: Sequence[tuple[int, int]]) -> d
             for row in await cur.fetchall():
                 found[(row[0], row[1])] = bytes(row[2])
     return found
+
+
+class _Prefixed:
+    """A row's columns under a prefix, read as if unprefixed (a join returns two records in one row)."""
+
+    def __init__(self, row: sqlite3.Row, prefix: str) -> None:
+        self._row, self._prefix = row, prefix
+
+    def __getitem__(self, name: str) -> Any:
+        return self._row[self._prefix + name]
 
 
 class _SqliteTransaction(Transaction):
@@ -223,78 +328,63 @@ class _SqliteTransaction(Transaction):
     async def insert_packet(self, packet: PacketRecord) -> None:
         try:
             await self._db.execute(
-                "INSERT INTO packets (id, sender_member, sender_agency, manifest, manifest_digest, signature,"
-                " body, purpose, kind, urgency, status, created, approval, ack_due, action_due, approval_due)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (
-                    packet.id,
-                    packet.sender_member,
-                    packet.sender_agency,
-                    packet.manifest,
-                    packet.manifest_digest,
-                    packet.signature,
-                    packet.body,
-                    packet.purpose,
-                    packet.kind,
-                    packet.urgency,
-                    packet.status.value,
-                    packet.created,
-                    json.dumps(packet.approval) if packet.approval is not None else None,
-                    packet.ack_due,
-                    packet.action_due,
-                    packet.approval_due,
-                ),
+                f"INSERT INTO packets ({_PACKET_COLUMNS}) VALUES ({', '.join('?' * 25)})",  # noqa: S608 - fixed columns
+                _packet_row(packet),
             )
         except sqlite3.IntegrityError:
             raise Conflict("A packet with this id or manifest was already submitted.") from None
 
-    async def set_packet_status(
-        self, packet_id: str, status: PacketStatus, approval: Mapping[str, Any] | None = None
+    async def get_packet(self, packet_id: str) -> PacketRecord | None:
+        async with self._db.execute("SELECT * FROM packets WHERE id = ?", (packet_id,)) as cur:
+            row = await cur.fetchone()
+        return _packet(row) if row is not None else None
+
+    async def set_packet_state(
+        self, packet_id: str, expected: PacketState, new: PacketState, *, superseded_by: str | None = None
     ) -> None:
-        if approval is None:
-            await self._db.execute("UPDATE packets SET status = ? WHERE id = ?", (status.value, packet_id))
-        else:
-            await self._db.execute(
-                "UPDATE packets SET status = ?, approval = ? WHERE id = ?",
-                (status.value, json.dumps(dict(approval)), packet_id),
-            )
+        cur = await self._db.execute(
+            "UPDATE packets SET status = ?, superseded_by = COALESCE(?, superseded_by) WHERE id = ? AND status = ?",
+            (new.value, superseded_by, packet_id, expected.value),
+        )
+        _changed_one(cur, "packet")
+
+    async def set_approval_state(
+        self, packet_id: str, expected: ApprovalState, new: ApprovalState, approval: Mapping[str, Any] | None
+    ) -> None:
+        cur = await self._db.execute(
+            "UPDATE packets SET approval_state = ?, approval = COALESCE(?, approval)"
+            " WHERE id = ? AND approval_state = ?",
+            (new.value, json.dumps(dict(approval)) if approval else None, packet_id, expected.value),
+        )
+        _changed_one(cur, "approval")
+
+    async def remove_content(self, packet_id: str, when: str) -> None:
+        await self._db.execute(
+            "UPDATE packets SET body = X'', content_removed_at = ? WHERE id = ? AND content_removed_at IS NULL",
+            (when, packet_id),
+        )
+        await self._db.execute("UPDATE deliveries SET sealed_key = X'' WHERE packet_id = ?", (packet_id,))
+        await self._db.execute("UPDATE loop_statements SET sealed_note = NULL WHERE packet_id = ?", (packet_id,))
 
     async def insert_delivery(self, delivery: DeliveryRecord) -> None:
         await self._db.execute(
             "INSERT INTO deliveries (packet_id, recipient_member, recipient_agency, encryption_key, sealed_key,"
-            " status, delivered_at, opened_at, acknowledged_at, ack_signature)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            " status, delivered_at, opened_at, acknowledged_at, ack_signature, updated, packet_created)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, (SELECT created FROM packets WHERE id = ?))",
             (
                 delivery.packet_id,
                 delivery.recipient_member,
                 delivery.recipient_agency,
                 delivery.encryption_key,
                 delivery.sealed_key,
-                delivery.status.value,
+                delivery.state.value,
                 delivery.delivered_at,
                 delivery.opened_at,
                 delivery.acknowledged_at,
                 delivery.ack_signature,
+                delivery.updated,
+                delivery.packet_id,
             ),
-        )
-
-    async def update_delivery(
-        self,
-        packet_id: str,
-        member_id: str,
-        *,
-        status: DeliveryStatus,
-        delivered_at: str | None = None,
-        opened_at: str | None = None,
-        acknowledged_at: str | None = None,
-        ack_signature: bytes | None = None,
-    ) -> None:
-        await self._db.execute(
-            "UPDATE deliveries SET status = ?,"
-            " delivered_at = COALESCE(?, delivered_at), opened_at = COALESCE(?, opened_at),"
-            " acknowledged_at = COALESCE(?, acknowledged_at), ack_signature = COALESCE(?, ack_signature)"
-            " WHERE packet_id = ? AND recipient_member = ?",
-            (status.value, delivered_at, opened_at, acknowledged_at, ack_signature, packet_id, member_id),
         )
 
     async def get_delivery(self, packet_id: str, member_id: str) -> DeliveryRecord | None:
@@ -303,6 +393,134 @@ class _SqliteTransaction(Transaction):
         ) as cur:
             row = await cur.fetchone()
         return _delivery(row) if row is not None else None
+
+    async def deliveries_for_packet(self, packet_id: str) -> list[DeliveryRecord]:
+        async with self._db.execute(
+            "SELECT * FROM deliveries WHERE packet_id = ? ORDER BY recipient_member", (packet_id,)
+        ) as cur:
+            return [_delivery(r) for r in await cur.fetchall()]
+
+    async def set_delivery_state(
+        self,
+        packet_id: str,
+        member_id: str,
+        expected: DeliveryState,
+        new: DeliveryState,
+        *,
+        when: str,
+        times: Mapping[str, str] | None = None,
+        ack_signature: bytes | None = None,
+        ack_key: str | None = None,
+    ) -> None:
+        times = dict(times or {})
+        unknown = set(times) - DELIVERY_TIMES
+        if unknown:
+            raise ValueError(f"not delivery times: {sorted(unknown)}")
+        sets = ["status = ?", "updated = ?"] + [f"{name} = COALESCE({name}, ?)" for name in times]
+        params: list[Any] = [new.value, when, *times.values()]
+        if ack_signature is not None:
+            sets += ["ack_signature = ?", "ack_key = ?"]
+            params += [ack_signature, ack_key]
+        cur = await self._db.execute(
+            f"UPDATE deliveries SET {', '.join(sets)} WHERE packet_id = ? AND recipient_member = ? AND status = ?",  # noqa: S608 - names from DELIVERY_TIMES
+            [*params, packet_id, member_id, expected.value],
+        )
+        _changed_one(cur, "packet's delivery")
+
+    async def insert_statement(self, statement: LoopStatement) -> None:
+        names = list(LoopStatement.__dataclass_fields__)
+        await self._db.execute(_insert("loop_statements", names), [getattr(statement, n) for n in names])
+
+    async def add_obligation(self, obligation: Obligation) -> None:
+        names = list(Obligation.__dataclass_fields__)
+        await self._db.execute(
+            _insert("obligations", names).replace("INSERT", "INSERT OR IGNORE", 1),
+            [getattr(obligation, n) for n in names],
+        )
+
+    async def settle_obligations(
+        self,
+        kinds: Sequence[str],
+        *,
+        packet_id: str | None = None,
+        request_id: str | None = None,
+        owed_by_member: str | None = None,
+        state: str,
+        when: str,
+    ) -> list[str]:
+        if state not in ("met", "cancelled"):
+            raise ValueError(f"an obligation is settled as met or cancelled, not {state!r}")
+        clauses = [f"kind IN ({', '.join('?' for _ in kinds)})", "state IN ('open', 'fired')"]
+        params: list[Any] = list(kinds)
+        for column, value in (
+            ("packet_id", packet_id),
+            ("request_id", request_id),
+            ("owed_by_member", owed_by_member),
+        ):
+            if value is not None:
+                clauses.append(f"{column} = ?")
+                params.append(value)
+        where = " AND ".join(clauses)
+        async with self._db.execute(f"SELECT id, state FROM obligations WHERE {where}", params) as cur:  # noqa: S608 - fixed clauses
+            rows = [(r[0], r[1]) for r in await cur.fetchall()]
+        settled = [oid for oid, current in rows if current == "open"]
+        if settled:
+            marks = ", ".join("?" for _ in settled)
+            await self._db.execute(
+                f"UPDATE obligations SET state = ?, settled_at = ? WHERE id IN ({marks}) AND state = 'open'",  # noqa: S608
+                [state, when, *settled],
+            )
+        fired = [oid for oid, current in rows if current == "fired"]
+        if fired:
+            marks = ", ".join("?" for _ in fired)
+            # A late answer resolves its escalation; the obligation itself stays "fired" on record.
+            await self._db.execute(
+                f"UPDATE escalations SET resolved_at = ? WHERE obligation_id IN ({marks}) AND resolved_at IS NULL",  # noqa: S608
+                [when, *fired],
+            )
+            await self._db.execute(
+                f"UPDATE obligations SET settled_at = COALESCE(settled_at, ?) WHERE id IN ({marks})",  # noqa: S608
+                [when, *fired],
+            )
+        return settled + fired
+
+    async def due_obligations(self, now: str, limit: int) -> list[Obligation]:
+        async with self._db.execute(
+            "SELECT * FROM obligations WHERE state = 'open' AND due <= ? ORDER BY due, id LIMIT ?", (now, limit)
+        ) as cur:
+            return [_obligation(r) for r in await cur.fetchall()]
+
+    async def fire_obligation(self, obligation_id: str, when: str) -> bool:
+        cur = await self._db.execute(
+            "UPDATE obligations SET state = 'fired', settled_at = ? WHERE id = ? AND state = 'open'",
+            (when, obligation_id),
+        )
+        return cur.rowcount == 1
+
+    async def insert_escalation(self, escalation: Escalation) -> None:
+        names = list(Escalation.__dataclass_fields__)
+        await self._db.execute(_insert("escalations", names), [getattr(escalation, n) for n in names])
+
+    async def get_escalation(self, escalation_id: str) -> Escalation | None:
+        async with self._db.execute("SELECT * FROM escalations WHERE id = ?", (escalation_id,)) as cur:
+            row = await cur.fetchone()
+        return _escalation(row) if row is not None else None
+
+    async def acknowledge_escalation(self, escalation_id: str, member_id: str, when: str) -> bool:
+        cur = await self._db.execute(
+            "UPDATE escalations SET acknowledged_at = ?, acknowledged_by = ? WHERE id = ? AND acknowledged_at IS NULL",
+            (when, member_id, escalation_id),
+        )
+        return cur.rowcount == 1
+
+    async def take_lease(self, name: str, holder: str, now: str, expires: str) -> bool:
+        cur = await self._db.execute(
+            "INSERT INTO leases (name, holder, expires) VALUES (?, ?, ?)"
+            " ON CONFLICT(name) DO UPDATE SET holder = excluded.holder, expires = excluded.expires"
+            " WHERE leases.holder = excluded.holder OR leases.expires <= ?",
+            (name, holder, expires, now),
+        )
+        return cur.rowcount == 1
 
     async def append_event(self, build_entry: Callable[[int], bytes]) -> tuple[int, bytes, bytes]:
         async with self._db.execute("SELECT COALESCE(MAX(seq) + 1, 0) FROM ledger_entries") as cur:
@@ -429,33 +647,103 @@ class SqliteStore(Store):
         rows = await self._all("SELECT * FROM deliveries WHERE packet_id = ? ORDER BY recipient_member", (packet_id,))
         return [_delivery(r) for r in rows]
 
-    async def inbox(self, member_id: str, limit: int) -> list[tuple[PacketRecord, DeliveryRecord]]:
-        deliveries = await self._all(
-            "SELECT d.* FROM deliveries d JOIN packets p ON p.id = d.packet_id"
-            " WHERE d.recipient_member = ? AND d.status NOT IN ('pending', 'withdrawn')"
-            " ORDER BY p.created DESC LIMIT ?",
-            (member_id, limit),
-        )
-        out = []
-        for row in deliveries:
-            packet = await self.get_packet(row["packet_id"])
-            assert packet is not None  # foreign key
-            out.append((packet, _delivery(row)))
-        return out
-
-    async def outbox(self, member_id: str, limit: int) -> list[PacketRecord]:
+    async def inbox(
+        self, member_id: str, limit: int, after: Page | None = None, states: frozenset[DeliveryState] | None = None
+    ) -> list[tuple[PacketRecord, DeliveryRecord]]:
+        page, params = _page_clause(after, "d.packet_created", "d.packet_id")
+        wanted = sorted(s.value for s in states) if states else None
+        state_clause = f" AND d.status IN ({', '.join('?' for _ in wanted)})" if wanted else ""
         rows = await self._all(
-            "SELECT * FROM packets WHERE sender_member = ? ORDER BY created DESC LIMIT ?", (member_id, limit)
+            "SELECT p.*, d.packet_id AS d_packet_id, d.recipient_member AS d_recipient_member,"  # noqa: S608 - fixed clauses, values bound
+            " d.recipient_agency AS d_recipient_agency, d.encryption_key AS d_encryption_key,"
+            " d.sealed_key AS d_sealed_key, d.status AS d_status, d.delivered_at AS d_delivered_at,"
+            " d.opened_at AS d_opened_at, d.acknowledged_at AS d_acknowledged_at,"
+            " d.ack_signature AS d_ack_signature, d.ack_key AS d_ack_key, d.reported_at AS d_reported_at,"
+            " d.confirmed_at AS d_confirmed_at, d.updated AS d_updated"
+            " FROM deliveries d JOIN packets p ON p.id = d.packet_id"
+            " WHERE d.recipient_member = ? AND d.status NOT IN ('pending', 'withdrawn')"
+            f"{state_clause}{page} ORDER BY d.packet_created DESC, d.packet_id DESC LIMIT ?",
+            [member_id, *(wanted or []), *params, limit],
+        )
+        return [(_packet(r), _delivery(_Prefixed(r, "d_"))) for r in rows]
+
+    async def outbox(
+        self, member_id: str, limit: int, after: Page | None = None, states: frozenset[PacketState] | None = None
+    ) -> list[PacketRecord]:
+        page, params = _page_clause(after, "created", "id")
+        wanted = sorted(s.value for s in states) if states else None
+        state_clause = f" AND status IN ({', '.join('?' for _ in wanted)})" if wanted else ""
+        rows = await self._all(
+            f"SELECT * FROM packets WHERE sender_member = ?{state_clause}{page}"  # noqa: S608 - fixed clauses
+            " ORDER BY created DESC, id DESC LIMIT ?",
+            [member_id, *(wanted or []), *params, limit],
         )
         return [_packet(r) for r in rows]
 
-    async def packets_awaiting_approval(self, agency_id: str, limit: int) -> list[PacketRecord]:
+    async def packets_awaiting_approval(
+        self, agency_id: str, limit: int, after: Page | None = None
+    ) -> list[PacketRecord]:
+        page, params = _page_clause(after, "created", "id")
         rows = await self._all(
-            "SELECT * FROM packets WHERE sender_agency = ? AND (status = 'awaiting_approval'"
-            " OR (status = 'delivered' AND approval IS NULL AND approval_due IS NOT NULL))"
-            " ORDER BY created LIMIT ?",
-            (agency_id, limit),
+            "SELECT * FROM packets WHERE sender_agency = ? AND approval_state IN ('awaiting', 'owed')"  # noqa: S608
+            f"{page} ORDER BY created DESC, id DESC LIMIT ?",
+            [agency_id, *params, limit],
         )
+        return [_packet(r) for r in rows]
+
+    async def statements_for(self, packet_id: str, recipient_member: str | None = None) -> list[LoopStatement]:
+        if recipient_member is None:
+            rows = await self._all(
+                "SELECT * FROM loop_statements WHERE packet_id = ? ORDER BY created, id", (packet_id,)
+            )
+        else:
+            rows = await self._all(
+                "SELECT * FROM loop_statements WHERE packet_id = ? AND recipient_member = ? ORDER BY created, id",
+                (packet_id, recipient_member),
+            )
+        return [_statement(r) for r in rows]
+
+    async def get_escalation(self, escalation_id: str) -> Escalation | None:
+        row = await self._one("SELECT * FROM escalations WHERE id = ?", (escalation_id,))
+        return _escalation(row) if row else None
+
+    async def escalations(
+        self,
+        *,
+        members: Sequence[str],
+        agencies_as_sender: Sequence[str],
+        agencies_as_owing: Sequence[str],
+        limit: int,
+        after: Page | None = None,
+        open_only: bool = False,
+    ) -> list[Escalation]:
+        def among(column: str, values: Sequence[str]) -> tuple[str, list[Any]]:
+            if not values:
+                return "0", []
+            return f"{column} IN ({', '.join('?' for _ in values)})", list(values)
+
+        parts = [
+            among("owed_to_member", members),
+            among("owed_by_member", members),
+            among("owed_to_agency", agencies_as_sender),
+            among("owed_by_agency", agencies_as_owing),
+        ]
+        who = " OR ".join(clause for clause, _ in parts)
+        params = [value for _, values in parts for value in values]
+        page, page_params = _page_clause(after, "raised_at", "id")
+        still_open = " AND acknowledged_at IS NULL AND resolved_at IS NULL" if open_only else ""
+        rows = await self._all(
+            f"SELECT * FROM escalations WHERE ({who}){still_open}{page} ORDER BY raised_at DESC, id DESC LIMIT ?",  # noqa: S608
+            [*params, *page_params, limit],
+        )
+        return [_escalation(r) for r in rows]
+
+    async def obligations_for(self, packet_id: str) -> list[Obligation]:
+        rows = await self._all("SELECT * FROM obligations WHERE packet_id = ? ORDER BY due, id", (packet_id,))
+        return [_obligation(r) for r in rows]
+
+    async def packets_for_subject(self, pseudonym: str) -> list[PacketRecord]:
+        rows = await self._all("SELECT * FROM packets WHERE subject = ? ORDER BY created, id", (pseudonym,))
         return [_packet(r) for r in rows]
 
     async def ledger_size(self) -> int:
@@ -472,7 +760,7 @@ class SqliteStore(Store):
     async def search_ledger(self, filters: Mapping[str, str], start: int, limit: int) -> list[tuple[int, bytes, bytes]]:
         clauses = ["seq >= ?"]
         params: list[Any] = [start]
-        for kind in ("type", "packet", "member", "agency"):
+        for kind in ("type", "packet", "member", "agency", "request", "subject"):
             if filters.get(kind):
                 clauses.append("seq IN (SELECT seq FROM ledger_refs WHERE kind = ? AND value = ?)")
                 params += [kind, filters[kind]]

@@ -11,7 +11,8 @@ from exchange.web.keys import CONTEXT, actor_of
 
 async def approval_queue(request: web.Request) -> web.Response:
     limit = int_query(request, "limit", 100, low=1, high=1000)
-    return reply({"packets": await approvals.queue(request.app[CONTEXT], actor_of(request), limit)})
+    cursor = request.query.get("cursor")
+    return reply(await approvals.queue(request.app[CONTEXT], actor_of(request), limit, cursor))
 
 
 async def approval_item(request: web.Request) -> web.Response:

@@ -90,14 +90,21 @@ async def submit_packet(request: web.Request) -> web.Response:
     return reply(receipt.as_json(), status=201 if receipt.status.value == "delivered" else 202)
 
 
+def listing(request: web.Request) -> dict[str, Any]:
+    """The paging and filter parameters every listing takes: ``limit``, ``cursor`` and ``state``."""
+    return {
+        "limit": int_query(request, "limit", 100, low=1, high=1000),
+        "cursor": request.query.get("cursor"),
+        "states": request.query.get("state"),
+    }
+
+
 async def inbox(request: web.Request) -> web.Response:
-    limit = int_query(request, "limit", 100, low=1, high=1000)
-    return reply({"packets": await packets.inbox(request.app[CONTEXT], actor_of(request), limit)})
+    return reply(await packets.inbox(request.app[CONTEXT], actor_of(request), **listing(request)))
 
 
 async def outbox(request: web.Request) -> web.Response:
-    limit = int_query(request, "limit", 100, low=1, high=1000)
-    return reply({"packets": await packets.outbox(request.app[CONTEXT], actor_of(request), limit)})
+    return reply(await packets.outbox(request.app[CONTEXT], actor_of(request), **listing(request)))
 
 
 async def fetch_packet(request: web.Request) -> web.Response:
