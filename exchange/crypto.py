@@ -261,6 +261,40 @@ def open_sealed(key: EncryptionKey, sealed: bytes, info: bytes, suite: str = DEF
         raise CryptoError("The sealed content key cannot be opened with this key.") from None
 
 
+# --------------------------------------------------------------------------- sealed notes
+
+_NOTE_INFO_LABEL = b"safeguarding-exchange/note/v1\x00"
+
+
+def _note_info(context: str, member: str, key_id: str) -> bytes:
+    return _NOTE_INFO_LABEL + canonical_json({"context": context, "member": member, "encryption_key": key_id})
+
+
+def seal_note(note: Mapping[str, Any], member: str, key_id: str, public_bytes: bytes, *, context: str) -> bytes:
+    """HPKE-seal a small JSON note (an action report's narrative, a decline's reasons) to one member.
+
+    ``context`` names what the note belongs to (e.g. ``report:pkt_...``); it and the member's key
+    are bound into the HPKE ``info``, so a note cannot be moved onto another statement or reader.
+    The signed statement carrying a note names its digest (:func:`digest_text` of the bytes returned).
+    """
+    return seal_to(public_bytes, canonical_json(dict(note)), _note_info(context, member, key_id))
+
+
+def open_note(key: EncryptionKey, sealed: bytes, member: str, key_id: str, *, context: str) -> dict[str, Any]:
+    """Open a note sealed by :func:`seal_note`; :class:`CryptoError` if it was changed or moved."""
+    try:
+        plain = open_sealed(key, sealed, _note_info(context, member, key_id))
+    except CryptoError:
+        raise CryptoError("The sealed note cannot be opened with this key (changed, moved or not yours).") from None
+    try:
+        note = json.loads(plain)
+    except ValueError:
+        raise CryptoError("The sealed note is not a JSON object.") from None
+    if not isinstance(note, dict):
+        raise CryptoError("The sealed note is not a JSON object.")
+    return note
+
+
 # --------------------------------------------------------------------------- packets
 
 

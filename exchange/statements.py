@@ -38,3 +38,39 @@ def approval_statement(packet_id: str, manifest_digest: str, approver: str, deci
             "decision": decision,
         }
     )
+
+
+LOOP = "safeguarding-exchange/loop/v1"
+
+
+def loop_statement(
+    step: str,
+    packet_id: str,
+    manifest_digest: str,
+    recipient: str,
+    author: str,
+    *,
+    action: str | None = None,
+    note_digest: str | None = None,
+    answers: str | None = None,
+) -> bytes:
+    """What a member signs in a recipient's feedback loop.
+
+    ``step`` is ``report`` (the recipient says what they did or will do, ``action`` from the
+    vocabulary), ``confirm`` or ``query`` (the sender's answer to a report). ``note_digest`` is
+    the digest of the sealed narrative, binding it to the signature; ``answers`` is the id of the
+    statement this one answers (a report answering a query, a confirmation of a report).
+    """
+    return canonical_json(
+        {
+            "type": LOOP,
+            "step": step,
+            "packet_id": packet_id,
+            "manifest_digest": manifest_digest,
+            "recipient": recipient,
+            "author": author,
+            "action": action,
+            "note_digest": note_digest,
+            "answers": answers,
+        }
+    )
