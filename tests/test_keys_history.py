@@ -7,6 +7,7 @@ import os
 import shutil
 import stat
 import tempfile
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -15,9 +16,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from exchange import crypto
+from exchange.client import ExchangeClient, open_fetched
 from exchange.domain import iso
-from exchange.errors import KeyFileError
+from exchange.errors import CryptoError, KeyFileError
+from exchange.examples import referral
 from exchange.keyfile import MemberCredentials
+from tests.conftest import Deployment
+from tests.test_cli import cli_json
 
 OLD_FORMAT = Path(__file__).parent / "vectors" / "keyfile" / "v1-without-history.json"
 RETIRED = datetime(2026, 11, 20, 16, 0, tzinfo=UTC)
@@ -33,6 +38,77 @@ def _rotate(credentials: MemberCredentials, retired: datetime = RETIRED) -> Memb
 
 def _fresh_keys() -> tuple[crypto.SigningKey, crypto.EncryptionKey]:
     return crypto.SigningKey.generate(), crypto.EncryptionKey.generate()
+
+
+async def _send_to(deployment: Deployment, member: str) -> str:
+    async with deployment.client("school-dsl") as dsl:
+        sent = await dsl.send(referral([member]))
+    return str(sent["packet_id"])
+
+
+def _child_name(body: dict[str, object]) -> object:
+    fields = body["fields"]
+    assert isinstance(fields, list)
+    return {f["name"]: f["value"] for f in fields}["child_name"]
+
+
+# ---------------------------------------------------------------------------- against a real server
+
+
+async def test_packets_sealed_before_two_rotations_still_open(deployment: Deployment) -> None:
+    """Send, rotate twice with ``exchange keys rotate``, send again: both packets open from the rotated file."""
+    key_file = deployment.key_dir / "csc-duty.json"
+    original = MemberCredentials.load(key_file)
+    assert original.member_id is not None
+    before = await _send_to(deployment, original.member_id)
+
+    mine = ["--key", str(key_file), "--server", deployment.url]
+    first = await cli_json("keys", "rotate", *mine)
+    second = await cli_json("keys", "rotate", *mine)
+    after = await _send_to(deployment, original.member_id)
+
+    rotated = MemberCredentials.load(key_file)
+    assert rotated.encryption.key_id == second["encryption"]["key_id"]
+    async with ExchangeClient(deployment.url, rotated) as client:
+        old = await client.open(before)
+        new = await client.open(after)
+    assert old.manifest["recipients"][0]["encryption_key"] == original.encryption.key_id
+    assert new.manifest["recipients"][0]["encryption_key"] == rotated.encryption.key_id
+    assert _child_name(old.body) == _child_name(new.body) == "Jamie Example"
+    assert [r.key.key_id for r in rotated.previous_encryption] == [
+        original.encryption.key_id,
+        first["encryption"]["key_id"],
+    ]
+    assert _mode(key_file) == 0o600
+
+
+async def test_rotation_revokes_nothing(deployment: Deployment) -> None:
+    """``keys rotate`` registers new keys and leaves the old ones valid: revoking is ``keys revoke``'s job."""
+    key_file = deployment.key_dir / "csc-duty.json"
+    original = MemberCredentials.load(key_file)
+    rotated = await cli_json("keys", "rotate", "--key", str(key_file), "--server", deployment.url)
+    assert rotated["retired"] == {"signing": original.signing.key_id, "encryption": original.encryption.key_id}
+    async with ExchangeClient(deployment.url, original) as client:  # the old signing key still authenticates
+        keys = {k["key_id"]: k for k in (await client.me())["keys"]}
+    held = {original.signing.key_id, original.encryption.key_id}
+    held |= {rotated["signing"]["key_id"], rotated["encryption"]["key_id"]}
+    assert held <= keys.keys()
+    assert all(keys[key_id]["revoked_at"] is None for key_id in held)
+
+
+async def test_a_key_file_without_the_sealing_key_says_which_key_it_lacks(deployment: Deployment) -> None:
+    """Opening with a file that lost the key a packet was sealed to names that key, and opens nothing."""
+    original = deployment.credentials("csc-duty")
+    assert original.member_id is not None
+    packet_id = await _send_to(deployment, original.member_id)
+    # What a second rotation left behind before key files kept their history: new keys only.
+    forgetful = replace(_rotate(original), previous_signing=(), previous_encryption=())
+    async with deployment.client("csc-duty") as duty:
+        fetched = await duty.request("GET", f"/v1/packets/{packet_id}")
+    with pytest.raises(CryptoError) as refused:
+        open_fetched(fetched, forgetful)
+    assert original.encryption.key_id in str(refused.value)
+    assert "this key file does not hold" in str(refused.value)
 
 
 # ---------------------------------------------------------------------------- the file itself
