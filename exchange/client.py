@@ -323,6 +323,30 @@ def open_fetched(fetched: Mapping[str, Any], credentials: MemberCredentials) -> 
         crypto.b64decode(fetched["body"], what="body"),
         crypto.b64decode(fetched["sealed_key"], what="sealed key"),
         credentials.member_id,
-        credentials.encryption,
+        _key_sealed_to(manifest, credentials),
     )
     return OpenedPacket(fetched["packet_id"], manifest, crypto.manifest_digest(manifest), body, fetched.get("approval"))
+
+
+def _key_sealed_to(manifest: Mapping[str, Any], credentials: MemberCredentials) -> crypto.EncryptionKey:
+    """The private key, current or retired, that the manifest says this member's copy is sealed to.
+
+    Key ids are fingerprints and the id is bound into the seal's HPKE ``info``, so no other key could
+    open it: a key the file does not hold is reported as such rather than tried.
+    """
+    recipients = manifest.get("recipients")
+    # Read before the sender's signature is checked (open_packet does that first), so read warily.
+    named = [
+        r.get("encryption_key")
+        for r in (recipients if isinstance(recipients, list) else [])
+        if isinstance(r, Mapping) and r.get("member") == credentials.member_id
+    ]
+    if not named:
+        raise CryptoError("This packet is not addressed to you.")
+    key = credentials.encryption_key_for(str(named[0]))
+    if key is None:
+        raise CryptoError(
+            f"This packet was sealed to encryption key {named[0]}, which this key file does not hold; "
+            "open it with the key file that holds that key."
+        )
+    return key

@@ -21,6 +21,7 @@ import hmac
 import json
 import os
 import stat
+import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -501,6 +502,32 @@ def write_private_file(path: Path, data: bytes) -> None:
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "wb") as handle:
         handle.write(data)
+
+
+def replace_private_file(path: Path, data: bytes) -> None:
+    """Write secret material (mode 0600) in place of ``path``, all or nothing.
+
+    The bytes go to a new 0600 file beside ``path``, are flushed to disk, and that file is renamed
+    over ``path`` (``rename`` is atomic within a directory, POSIX): a crash or a full disk leaves
+    either the old file or the new one whole, never half of one and never neither.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)  # mode 0600
+    partial = Path(name)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        partial.replace(path)
+    finally:
+        partial.unlink(missing_ok=True)
+    # The rename itself is durable only once the directory is on disk too.
+    directory = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(directory)
+    finally:
+        os.close(directory)
 
 
 def read_private_file(path: Path) -> bytes:

@@ -1,18 +1,38 @@
 """A member's key file: their private signing and encryption keys, kept on their own machine.
 
 JSON, mode 0600, never sent anywhere. The server only ever receives the public halves.
+
+The file also keeps every key the member held before a rotation (``previous``): a packet is sealed
+to the encryption key that was current when it was sent, and only that private key opens it, so
+dropping a retired key would lock its packets away for good. A file without ``previous`` (written
+before there was one) loads with an empty history; a reader that predates it ignores the list and
+still finds the current keys, so the format keeps its name.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, replace
+from datetime import datetime
 from pathlib import Path
+from typing import Any, Generic, TypeVar
 
 from exchange import crypto
+from exchange.domain import iso, parse_iso
 from exchange.errors import CryptoError, KeyFileError
 
 FORMAT = "safeguarding-exchange/member-keys/v1"
+
+_Key = TypeVar("_Key", crypto.SigningKey, crypto.EncryptionKey)
+
+
+@dataclass(frozen=True)
+class RetiredKey(Generic[_Key]):
+    """A private key this member used until ``retired``, kept so what was sealed to it still opens."""
+
+    key: _Key
+    retired: datetime
 
 
 @dataclass(frozen=True)
@@ -25,15 +45,46 @@ class MemberCredentials:
     signing: crypto.SigningKey
     encryption: crypto.EncryptionKey
     display_name: str = ""
+    #: Keys retired by rotations, oldest first. Never pruned: see the module docstring.
+    previous_signing: tuple[RetiredKey[crypto.SigningKey], ...] = ()
+    previous_encryption: tuple[RetiredKey[crypto.EncryptionKey], ...] = ()
 
     @classmethod
     def generate(cls) -> MemberCredentials:
         return cls(None, None, None, crypto.SigningKey.generate(), crypto.EncryptionKey.generate())
 
     def registered(self, member_id: str, agency_id: str, server: str | None, display_name: str) -> MemberCredentials:
-        return MemberCredentials(member_id, agency_id, server, self.signing, self.encryption, display_name)
+        return replace(self, member_id=member_id, agency_id=agency_id, server=server, display_name=display_name)
+
+    def rotated(
+        self, signing: crypto.SigningKey, encryption: crypto.EncryptionKey, *, retired: datetime
+    ) -> MemberCredentials:
+        """These credentials with new current keys; the keys they replace join the history, retired at ``retired``."""
+        return replace(
+            self,
+            signing=signing,
+            encryption=encryption,
+            previous_signing=(*self.previous_signing, RetiredKey(self.signing, retired)),
+            previous_encryption=(*self.previous_encryption, RetiredKey(self.encryption, retired)),
+        )
+
+    def encryption_key_for(self, key_id: str) -> crypto.EncryptionKey | None:
+        """The private encryption key, current or retired, whose id is ``key_id``; ``None`` if this file has none."""
+        held = (self.encryption, *(r.key for r in reversed(self.previous_encryption)))
+        return next((key for key in held if key.key_id == key_id), None)
 
     def save(self, path: Path) -> None:
+        """Write the key file (mode 0600), replacing any file at ``path`` all at once."""
+        retired: list[tuple[datetime, str, crypto.SigningKey | crypto.EncryptionKey]] = [
+            *((r.retired, "signing", r.key) for r in self.previous_signing),
+            *((r.retired, "encryption", r.key) for r in self.previous_encryption),
+        ]
+        # One list in the order the keys were retired; the stable sort keeps each rotation's pair together.
+        retired.sort(key=lambda item: item[0])
+        previous = [
+            {"use": use, "key_id": key.key_id, "private": crypto.b64encode(key.private_bytes()), "retired": iso(when)}
+            for when, use, key in retired
+        ]
         document = {
             "format": FORMAT,
             "member": self.member_id,
@@ -48,13 +99,14 @@ class MemberCredentials:
                 "key_id": self.encryption.key_id,
                 "private": crypto.b64encode(self.encryption.private_bytes()),
             },
+            "previous": previous,
         }
-        if path.exists():
-            path.unlink()
-        crypto.write_private_file(path, (json.dumps(document, indent=2) + "\n").encode())
+        # Replaced, not deleted and rewritten: a crash half way through a rotation must not lose a key.
+        crypto.replace_private_file(path, (json.dumps(document, indent=2) + "\n").encode())
 
     @classmethod
     def load(cls, path: Path) -> MemberCredentials:
+        """Read a key file, with or without a history; raise :class:`KeyFileError` if any key in it is unusable."""
         try:
             document = json.loads(crypto.read_private_file(path))
         except ValueError:
@@ -66,6 +118,18 @@ class MemberCredentials:
             encryption = crypto.EncryptionKey.from_bytes(crypto.b64decode(document["encryption"]["private"]))
         except (KeyError, TypeError, CryptoError):
             raise KeyFileError(f"The key file {path} does not hold usable keys.") from None
+        previous_signing: list[RetiredKey[crypto.SigningKey]] = []
+        previous_encryption: list[RetiredKey[crypto.EncryptionKey]] = []
+        try:
+            for entry in _entries(document.get("previous", [])):
+                if entry["use"] == "signing":
+                    previous_signing.append(_retired(entry, crypto.SigningKey.from_bytes))
+                elif entry["use"] == "encryption":
+                    previous_encryption.append(_retired(entry, crypto.EncryptionKey.from_bytes))
+                else:
+                    raise ValueError("an earlier key has an unknown use")
+        except (KeyError, TypeError, ValueError, CryptoError):
+            raise KeyFileError(f"The key file {path} holds an earlier key that is not usable.") from None
         return cls(
             document.get("member"),
             document.get("agency"),
@@ -73,6 +137,8 @@ class MemberCredentials:
             signing,
             encryption,
             document.get("display_name") or "",
+            tuple(previous_signing),
+            tuple(previous_encryption),
         )
 
     def public_document(self) -> dict[str, dict[str, str]]:
@@ -81,3 +147,21 @@ class MemberCredentials:
             "signing_key": {"public": crypto.b64encode(self.signing.public_bytes)},
             "encryption_key": {"public": crypto.b64encode(self.encryption.public_bytes)},
         }
+
+
+def _entries(previous: Any) -> list[Mapping[str, Any]]:
+    """The ``previous`` list, each entry an object; ``TypeError`` otherwise."""
+    if not isinstance(previous, list) or not all(isinstance(entry, Mapping) for entry in previous):
+        raise TypeError("previous is not a list of objects")
+    return previous
+
+
+def _retired(entry: Mapping[str, Any], from_bytes: Callable[[bytes], _Key]) -> RetiredKey[_Key]:
+    """One ``previous`` entry as a key; raises if it is damaged or is not the key its id names."""
+    key = from_bytes(crypto.b64decode(entry["private"], what="earlier private key"))
+    # Key ids are fingerprints: a mismatch means the entry was damaged or pieced together wrongly.
+    if entry["key_id"] != key.key_id:
+        raise ValueError("an earlier key is not the key its id names")
+    if not isinstance(entry["retired"], str):
+        raise TypeError("an earlier key's retirement time is not text")
+    return RetiredKey(key, parse_iso(entry["retired"]))

@@ -21,6 +21,7 @@ from exchange import bootstrap
 from exchange.cli import output
 from exchange.client import ApiError, ExchangeClient
 from exchange.config import Config
+from exchange.domain import utc_now
 from exchange.errors import ExchangeError, InvalidRequest
 from exchange.keyfile import MemberCredentials
 
@@ -324,15 +325,16 @@ async def _keys_rotate_work(client: ExchangeClient, args: argparse.Namespace) ->
     old = client.credentials
     signing = await client.add_key(client.member_id, "signing", fresh.signing.public_bytes)
     encryption = await client.add_key(client.member_id, "encryption", fresh.encryption.public_bytes)
-    rotated = MemberCredentials(
-        old.member_id, old.agency_id, old.server, fresh.signing, fresh.encryption, old.display_name
-    )
-    backup = args.key.with_suffix(args.key.suffix + ".previous")
-    if backup.exists():
-        backup.unlink()
-    args.key.rename(backup)
-    rotated.save(args.key)
-    return {"kind": "keys_rotate", "signing": signing, "encryption": encryption, "previous_keys": str(backup)}
+    # The replaced keys stay in the file's history, since packets sealed to them must still open, and
+    # stay valid on the server: revoking them is `keys revoke`, when the member chooses.
+    old.rotated(fresh.signing, fresh.encryption, retired=utc_now()).save(args.key)
+    return {
+        "kind": "keys_rotate",
+        "signing": signing,
+        "encryption": encryption,
+        "retired": {"signing": old.signing.key_id, "encryption": old.encryption.key_id},
+        "previous_keys": str(args.key),
+    }
 
 
 _keys_rotate = with_client(_keys_rotate_work)
