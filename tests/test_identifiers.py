@@ -10,9 +10,12 @@ import pytest
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
+from exchange import schemas
 from exchange.errors import IdentifyingContent, InvalidRequest
 from exchange.identifiers import (
+    KINDS,
     MESSAGES,
+    OVERRIDE_REASONS,
     IdentifierFinding,
     check_consultation,
     find_identifiers,
@@ -247,6 +250,14 @@ def test_an_unknown_override_reason_is_refused() -> None:
     """A reason that is not one of the codes fails closed."""
     with pytest.raises(InvalidRequest):
         identifier_check([], "because")
+
+
+def test_the_manifest_schema_knows_the_same_reasons_and_kinds() -> None:
+    """The schema's enumerations and the module's constants are the same lists."""
+    schema = schemas.validator("manifest.v1").schema
+    overridden = schema["properties"]["identifier_check"]["oneOf"][1]["properties"]
+    assert tuple(overridden["reason"]["enum"]) == OVERRIDE_REASONS
+    assert tuple(overridden["kinds"]["items"]["enum"]) == KINDS
 
 
 # ---------------------------------------------------------------------------------- properties
