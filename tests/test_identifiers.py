@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sqlite3
 from datetime import date
 from typing import Any
 
@@ -10,8 +11,9 @@ import pytest
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
-from exchange import schemas
+from exchange import policy, schemas
 from exchange.errors import IdentifyingContent, InvalidRequest
+from exchange.examples import referral
 from exchange.identifiers import (
     KINDS,
     MESSAGES,
@@ -22,6 +24,7 @@ from exchange.identifiers import (
     identifier_check,
     nhs_check_digit_ok,
 )
+from tests.conftest import Deployment
 
 
 def kinds(text: str, names: tuple[str, ...] = ()) -> list[str]:
@@ -332,3 +335,108 @@ def test_findings_are_frozen() -> None:
     with pytest.raises(AttributeError):
         finding.start = 0  # type: ignore[misc]
     assert isinstance(finding, IdentifierFinding)
+
+
+# ---------------------------------------------------------------------------------- end to end
+
+
+def consultation(to: list[str], **changes: Any) -> dict[str, Any]:
+    """An anonymous consultation packet file with nothing identifying in it, addressed to ``to``."""
+    field_labels = {"label": "fact_observed", "currency": "current", "as_of": "2026-11-20"}
+    packet: dict[str, Any] = {
+        "purpose": "anonymous_consultation",
+        "kind": "consultation",
+        "urgency": "routine",
+        "to": to,
+        "lawful_basis": {"article6": "public_task", "legal_power": ["children_act_2004_s11"]},
+        "consent": {"status": "not_required"},
+        "transparency": {"status": "not_applicable"},
+        "proportionality": {"risk_level": "not_yet_known", "imminent": False, "expected_benefit": "seeks_advice"},
+        "necessity": "Advice on whether this meets the threshold for a referral.",
+        "fields": {
+            "anonymised_case_summary": {
+                "value": "A child in Year 2 has come to school hungry on several days this term.",
+                **field_labels,
+            },
+            "question_asked": {"value": "Does this meet the threshold for early help?", **field_labels},
+            "child_age_band": {
+                "value": "under_13",
+                "label": "fact_reported",
+                "source": "parent_carer",
+                "currency": "current",
+                "as_of": "2026-11-20",
+            },
+        },
+    }
+    packet.update(changes)
+    return packet
+
+
+def with_summary(packet: dict[str, Any], summary: str) -> dict[str, Any]:
+    packet["fields"]["anonymised_case_summary"]["value"] = summary
+    return packet
+
+
+def ledger_entries(deployment: Deployment) -> list[dict[str, Any]]:
+    db = sqlite3.connect(deployment.config.database_path)
+    try:
+        return [json.loads(row[0]) for row in db.execute("SELECT entry FROM ledger_entries ORDER BY seq")]
+    finally:
+        db.close()
+
+
+def test_case_names_never_reach_the_manifest_or_the_body() -> None:
+    """The packet file may carry case_names, and splitting it leaves them out of every part."""
+    parts = policy.manifest_parts_from_packet_file(consultation([], case_names=["Jamie Smith"]))
+    assert "Jamie" not in json.dumps(parts)
+
+
+async def test_a_clear_consultation_is_sent_and_recorded_as_clear(deployment: Deployment) -> None:
+    """A consultation with nothing identifying is delivered, its ledger entry saying the check passed."""
+    lead = deployment.credentials("csc-manager").member_id or ""
+    async with deployment.client("school-dsl") as dsl:
+        sent = await dsl.send(consultation([lead], case_names=["Jamie Smith"]))
+    assert sent["status"] == "delivered"
+    entry = next(e for e in ledger_entries(deployment) if e["seq"] == sent["ledger"]["seq"])
+    assert entry["details"]["identifier_check"] == {"result": "clear"}
+
+
+async def test_a_consultation_with_an_nhs_number_is_refused_before_anything_is_sent(deployment: Deployment) -> None:
+    """The client refuses to seal a consultation holding an NHS number, and the server never hears of it."""
+    lead = deployment.credentials("csc-manager").member_id or ""
+    before = ledger_entries(deployment)
+    packet = with_summary(consultation([lead]), "The child (NHS 943 476 5919) comes to school hungry.")
+    async with deployment.client("school-dsl") as dsl:
+        with pytest.raises(IdentifyingContent) as refused:
+            await dsl.send(packet)
+        assert await dsl.outbox() == []
+    assert "anonymised_case_summary" in refused.value.detail
+    assert "943" not in refused.value.detail
+    after = ledger_entries(deployment)
+    assert [e["type"] for e in after] == [e["type"] for e in before]
+
+
+async def test_an_overridden_consultation_is_sent_and_the_ledger_keeps_the_override(deployment: Deployment) -> None:
+    """With the sender's reason, the consultation is delivered and its submission entry records the override."""
+    lead = deployment.credentials("csc-manager").member_id or ""
+    packet = with_summary(consultation([lead]), "The child (NHS 943 476 5919) comes to school hungry.")
+    async with deployment.client("school-dsl") as dsl:
+        sent = await dsl.send(packet, allow_identifiers="adviser_needs_it")
+    assert sent["status"] == "delivered"
+    entry = next(e for e in ledger_entries(deployment) if e["seq"] == sent["ledger"]["seq"])
+    assert entry["type"] == "packet.submitted"
+    check = entry["details"]["identifier_check"]
+    assert check == {"result": "overridden", "reason": "adviser_needs_it", "kinds": ["nhs_number"]}
+    assert "9434765919" not in json.dumps(entry) and "943 476" not in json.dumps(entry)
+    async with deployment.client("csc-manager") as lead_client:
+        opened = await lead_client.open(sent["packet_id"])
+    assert opened.manifest["identifier_check"]["result"] == "overridden"
+    assert "case_names" not in json.dumps(opened.body)
+
+
+async def test_a_referral_is_not_checked(deployment: Deployment) -> None:
+    """Only consultations are checked: a referral names the child on purpose and carries no identifier_check."""
+    duty = deployment.credentials("csc-duty").member_id or ""
+    async with deployment.client("school-dsl") as dsl:
+        sealed = await dsl.prepare(referral([duty]))
+    assert "identifier_check" not in sealed.manifest
