@@ -17,7 +17,7 @@ from typing import Any
 
 import aiohttp
 
-from exchange import crypto, httpsig, policy, statements
+from exchange import crypto, httpsig, identifiers, policy, statements
 from exchange.domain import SHARING_ROLES, iso, new_id, utc_now
 from exchange.errors import CryptoError, ExchangeError, InvalidRequest
 from exchange.keyfile import MemberCredentials
@@ -202,12 +202,21 @@ class ExchangeClient:
         return recipients
 
     async def prepare(
-        self, packet_file: Mapping[str, Any], *, now: datetime | None = None, base_dir: Path | None = None
+        self,
+        packet_file: Mapping[str, Any],
+        *,
+        now: datetime | None = None,
+        base_dir: Path | None = None,
+        allow_identifiers: str | None = None,
     ) -> crypto.SealedPacket:
         """Build, seal and sign a packet from a practitioner's packet file (values stay local).
 
         Document and image fields name a file; relative paths are read from ``base_dir``
-        (the packet file's folder, for the CLI).
+        (the packet file's folder, for the CLI). An anonymous consultation's values are checked
+        for identifiers first (:mod:`exchange.identifiers`, with the file's ``case_names``) and
+        :class:`~exchange.errors.IdentifyingContent` is raised, before anything is sent, unless
+        ``allow_identifiers`` gives the sender's reason code; the manifest's ``identifier_check``
+        says which it was.
         """
 
         def read_attachment(name: str) -> bytes:
@@ -220,6 +229,13 @@ class ExchangeClient:
         sharing, body_fields, sealed_extras = policy.manifest_parts_from_packet_file(
             packet_file, read_attachment=read_attachment
         )
+        identifier_check = None
+        if packet_file.get("purpose") == "anonymous_consultation" or packet_file.get("kind") == "consultation":
+            # The server cannot read the body, so this is the only place its text can be checked.
+            names = [n for n in packet_file.get("case_names") or () if isinstance(n, str)]
+            values = {f["name"]: f.get("value") for f in body_fields}
+            found = identifiers.check_consultation(values, names) + identifiers.check_consultation(sealed_extras, names)
+            identifier_check = identifiers.identifier_check(found, allow_identifiers)
         recipients = await self.resolve_recipients(packet_file.get("to", []))
         packet_id = new_id("pkt")
         manifest: dict[str, Any] = {
@@ -240,6 +256,8 @@ class ExchangeClient:
                     "The packet names a subject identifier but no linkage key is configured to pseudonymise it."
                 )
             manifest["subject"] = {"pseudonym": crypto.subject_pseudonym(str(identifier), self.linkage_key)}
+        if identifier_check is not None:
+            manifest["identifier_check"] = identifier_check
         body = {"packet_id": packet_id, "fields": body_fields} | sealed_extras
         return crypto.seal_packet(manifest, body, recipients, self.credentials.signing)
 
@@ -264,8 +282,8 @@ class ExchangeClient:
             document["approval"] = dict(approval)
         return await self.request("POST", "/v1/packets", document)
 
-    async def send(self, packet_file: Mapping[str, Any]) -> Any:
-        return await self.submit(await self.prepare(packet_file))
+    async def send(self, packet_file: Mapping[str, Any], *, allow_identifiers: str | None = None) -> Any:
+        return await self.submit(await self.prepare(packet_file, allow_identifiers=allow_identifiers))
 
     # ------------------------------------------------------------------ receiving
 

@@ -135,6 +135,17 @@ class LedgerProofError(ExchangeError):
     title = "The ledger proof does not verify"
 
 
+class IdentifyingContent(ExchangeError):
+    """An anonymous consultation's text looks identifying (the sender's client checks before sealing).
+
+    The detail names the fields and the kinds of identifier, never the values.
+    """
+
+    code = "consultation.identifying"
+    status = 422
+    title = "The consultation may identify the child or family"
+
+
 class StoreUnavailable(ExchangeError):
     code = "store.unavailable"
     status = 503

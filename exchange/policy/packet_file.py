@@ -5,6 +5,7 @@ A packet file is JSON (``exchange template PURPOSE`` writes a starting one)::
     {"purpose": ..., "kind": ..., "to": ["mem_..." | "agency:agy_..."],
      "lawful_basis": {...}, "consent": {...}, "without_consent": {...}, "transparency": {...},
      "proportionality": {...}, "urgency": ..., "subject_identifier": "e.g. an NHS number",
+     "case_names": ["names the sender's client looks for in a consultation's text"],
      "necessity": "why sharing is necessary", "narrative": "...",
      "fields": {"<name>": {"value": ..., "label": ..., "source" | "author_role": ...,
                            "currency": ..., "as_of": "YYYY-MM-DD"}}}
@@ -106,7 +107,8 @@ def manifest_parts_from_packet_file(
     ``read_attachment(path)`` returns a document or image field's bytes; it is needed only when
     the file has such fields (so this function stays pure: the caller does the reading).
     ``subject_identifier`` goes nowhere: the caller turns it into the subject pseudonym
-    (:func:`exchange.crypto.subject_pseudonym`) and it is never sent. Raises
+    (:func:`exchange.crypto.subject_pseudonym`) and it is never sent; nor is ``case_names``,
+    which only the client's identifier check reads (:mod:`exchange.identifiers`). Raises
     :class:`SchemaViolation` for a malformed file and :class:`InvalidRequest` for a file field
     without a media type or without a reader. The sharing rules are not applied here: run
     :func:`check_packet_file` or the server's :func:`~exchange.policy.evaluate` for that.

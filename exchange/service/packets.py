@@ -407,7 +407,7 @@ def _manifest_summary(manifest: Mapping[str, Any]) -> dict[str, Any]:
         "consent_status": consent.get("status"),
         "without_consent_reason": without.get("reason"),
         "subject": (manifest.get("subject") or {}).get("pseudonym"),
-    }
+    } | ({"identifier_check": manifest["identifier_check"]} if "identifier_check" in manifest else {})
 
 
 def _approval_summary(approval: Mapping[str, Any] | None) -> dict[str, Any] | None:
