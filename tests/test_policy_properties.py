@@ -136,6 +136,9 @@ def _assert_invariants(manifest: dict[str, Any], context: SharingContext, decisi
             assert entry.get("source") in CATALOGUE.source_roles
         if entry["label"] == "opinion":
             assert entry.get("author_role") in CATALOGUE.professional_roles
+        # A professional judgement is never presented as a fact.
+        if CATALOGUE.fields[entry["name"]].is_judgement:
+            assert entry["label"] == "opinion"
     # A lawful basis, with an Article 9 condition whenever special-category data is shared.
     assert manifest["lawful_basis"].get("article6") in v.ARTICLE6
     if any(CATALOGUE.fields[name].special_category for name in names):
@@ -193,3 +196,57 @@ def test_the_generator_reaches_both_verdicts() -> None:
 
     collect()
     assert outcomes >= {True, False}
+
+
+JUDGEMENTS = sorted(name for name, definition in CATALOGUE.fields.items() if definition.is_judgement)
+
+
+def _with_field(manifest: dict[str, Any], entry: dict[str, Any]) -> dict[str, Any]:
+    """``manifest`` carrying ``entry`` in place of any field of the same name (or added at the end)."""
+    fields = [f for f in manifest["fields"] if f["name"] != entry["name"]]
+    manifest["fields"] = [*fields, entry]
+    return manifest
+
+
+def _cited(decision: Decision | None, rule: str) -> bool:
+    assert decision is not None
+    return any(violation.rule == rule for violation in decision.violations)
+
+
+def test_the_catalogue_marks_judgements() -> None:
+    """The category of concern and the professional assessment are judgements; names and dates are not."""
+    assert {"concern_category", "professional_assessment"} <= set(JUDGEMENTS)
+    assert not {"child_name", "child_date_of_birth", "concern_description", "injuries_observed"} & set(JUDGEMENTS)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    base=st.sampled_from(BASES),
+    name=st.sampled_from(JUDGEMENTS),
+    label=st.sampled_from(sorted(v.FACT_LABELS)),
+    source=st.sampled_from(sorted(CATALOGUE.source_roles)),
+)
+def test_a_judgement_labelled_as_a_fact_is_refused(
+    base: Callable[[], dict[str, Any]], name: str, label: str, source: str
+) -> None:
+    """Whatever the packet and whoever is named, a judgement-natured field labelled as any fact is refused."""
+    manifest = _with_field(base(), field(name, label, source=source))
+    decision = judge(manifest, make_context())
+    assert decision is not None and not decision.accepted
+    assert _cited(decision, "label.judgement_as_fact")
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    base=st.sampled_from(BASES),
+    name=st.sampled_from(JUDGEMENTS),
+    author_role=st.sampled_from(sorted(CATALOGUE.professional_roles)),
+)
+def test_a_judgement_labelled_as_an_attributed_opinion_is_accepted(
+    base: Callable[[], dict[str, Any]], name: str, author_role: str
+) -> None:
+    """A judgement-natured field labelled opinion, with any professional author role, breaks no labelling rule."""
+    manifest = _with_field(base(), field(name, "opinion", author_role=author_role))
+    decision = judge(manifest, make_context())
+    assert not _cited(decision, "label.judgement_as_fact")
+    assert not _cited(decision, "label.author_role_missing")

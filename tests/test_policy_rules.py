@@ -445,6 +445,11 @@ CASES = [
         lambda: judge(make_manifest(fields=fields_changed("concern_category", author_role="neighbour"))),
     ),
     Case(
+        "label.judgement_as_fact",
+        lambda: judge(make_manifest(fields=fields_changed("concern_category", author_role="social_worker"))),
+        lambda: judge(make_manifest(fields=fields_changed("concern_category", label="fact_observed"))),
+    ),
+    Case(
         "label.currency_missing",
         lambda: judge(make_manifest(fields=fields_changed("child_address", currency="historical"))),
         lambda: judge(make_manifest(fields=fields_changed("child_address", currency=REMOVE))),
