@@ -53,6 +53,7 @@ SECTION_CHANGES = st.one_of(
     st.tuples(st.just(("consent", "refused_by")), _codes(v.CONSENT_PARTIES)),
     st.tuples(st.just(("consent", "subject_age_band")), _codes(v.AGE_BANDS)),
     st.tuples(st.just(("consent", "child_competence")), _codes(v.COMPETENCE)),
+    st.tuples(st.just(("consent", "child_view")), _codes(v.CHILD_VIEWS, "sulking")),
     st.tuples(st.just(("consent", "informed", "why_told")), st.sampled_from([True, False, REMOVE])),
     st.tuples(
         st.just(("without_consent",)),
@@ -155,6 +156,9 @@ def _assert_invariants(manifest: dict[str, Any], context: SharingContext, decisi
             assert manifest["urgency"] == "immediate" and manifest["proportionality"]["imminent"] is True
     else:
         assert not decision.needs_approval
+    # A competent child's refusal is never overridden by a parent's consent.
+    if status == "obtained" and manifest["consent"].get("child_competence") == "competent":
+        assert manifest["consent"].get("child_view") != "refused"
     # Anonymous consultation: nothing identifying, no subject reference.
     if purpose.anonymous or manifest["kind"] == "consultation":
         assert not any(CATALOGUE.fields[name].identifying for name in names)
@@ -250,3 +254,49 @@ def test_a_judgement_labelled_as_an_attributed_opinion_is_accepted(
     decision = judge(manifest, make_context())
     assert not _cited(decision, "label.judgement_as_fact")
     assert not _cited(decision, "label.author_role_missing")
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    age_band=st.sampled_from([*sorted(v.AGE_BANDS), REMOVE]),
+    given_by=st.sampled_from([*sorted(v.CONSENT_PARTIES), REMOVE]),
+    context=contexts,
+)
+def test_consent_obtained_over_a_competent_childs_refusal_is_always_refused(
+    age_band: Any, given_by: Any, context: SharingContext
+) -> None:
+    """Whoever is recorded as consenting, at any age and any stage, a competent child's refusal makes it refused."""
+    manifest = make_manifest(
+        consent__subject_age_band=age_band,
+        consent__given_by=given_by,
+        consent__child_competence="competent",
+        consent__child_view="refused",
+    )
+    decision = judge(manifest, context)
+    assert decision is not None and not decision.accepted
+    assert _cited(decision, "consent.competent_child_refusal_overrides_parent")
+
+
+@settings(max_examples=100, deadline=None)
+@given(view=st.sampled_from(["refused", REMOVE]), context=contexts)
+def test_a_competent_childs_refusal_can_be_shared_over_only_without_consent(view: Any, context: SharingContext) -> None:
+    """Recorded as refused by the child, on the ground that the refusal puts them at risk, it goes to a manager."""
+    manifest = without_consent_manifest(
+        consent={
+            "status": "refused",
+            "refused_by": "subject",
+            "subject_age_band": "age_13_to_15",
+            "child_competence": "competent",
+        },
+        consent__child_view=view,
+        without_consent__reason="competent_child_refusal_at_risk",
+    )
+    decision = judge(manifest, context)
+    assert decision is not None
+    rules = {violation.rule for violation in decision.violations}
+    if context.approval_attached:
+        assert decision.outcome == "deliver" and not rules
+    elif context.stage == "submission":
+        assert decision.outcome == "awaiting_approval" and not rules
+    else:
+        assert decision.outcome == "rejected" and rules == {"without_consent.approval_missing"}

@@ -253,6 +253,11 @@ def _template_consent(purpose: Purpose) -> dict[str, Any]:
             ),
             "child_competence": None,
             "_child_competence": f"For a child under 16 who consents: {_choices(v.COMPETENCE)}.",
+            "child_view": None,
+            "_child_view": (
+                f"When a parent consents for a child, the child's own view: {_choices(v.CHILD_VIEWS)}. A parent's"
+                " consent does not override a competent child's refusal: that is sharing without consent."
+            ),
             "onward_sharing": {"scope": "any"},
             "_onward_sharing": (
                 f"What the consent lets the recipients pass on: {_choices(v.ONWARD_SCOPES)}"

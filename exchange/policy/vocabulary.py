@@ -138,6 +138,14 @@ COMPETENCE = _vocab(
     }
 )
 
+CHILD_VIEWS = _vocab(
+    {
+        "agreed": "the child agreed to the sharing",
+        "refused": "the child refused the sharing",
+        "not_asked": "the child was not asked",
+    }
+)
+
 INFORMED_POINTS = _vocab(
     {
         "what_will_happen": "what will happen to the information",
