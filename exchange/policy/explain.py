@@ -41,7 +41,7 @@ def render_rules(json_output: bool = False) -> str:
         lines.append(f"    {rule['sentence']}")
         lines.append(f"    Source: {rule['source']}")
         if rule["checked_by"] == "service":
-            lines.append("    (Checked by the exchange server when the approval's signature is verified.)")
+            lines.append("    (Checked by the exchange server, which verifies signatures and knows the directory.)")
         lines.append("")
     return "\n".join(lines).rstrip() + "\n"
 
