@@ -66,6 +66,24 @@ class Forbidden(ExchangeError):
     title = "You are not allowed to do this"
 
 
+class SenderMismatch(Forbidden):
+    """The manifest names a sender other than the member who signed the request (see the subclasses)."""
+
+
+class SenderNotSigner(SenderMismatch):
+    """The manifest names another member as its sender: a packet goes only in its signer's own name."""
+
+    code = "sender.not_signer"
+    title = "The packet names another member as its sender"
+
+
+class SenderNotMemberOfAgency(SenderMismatch):
+    """The manifest puts its sender in an agency they are not a member of."""
+
+    code = "sender.not_member_of_agency"
+    title = "The sender is not a member of the agency the packet names"
+
+
 class NotFound(ExchangeError):
     """The thing does not exist, or exists but the caller may not know it does."""
 

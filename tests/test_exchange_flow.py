@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import sqlite3
+from dataclasses import replace
+from typing import Any
 
 import pytest
 
@@ -127,16 +129,51 @@ async def test_sealed_to_a_key_that_is_not_the_recipients(deployment: Deployment
     assert refused.value.http_status == 422
 
 
+def _rejections(deployment: Deployment) -> list[dict[str, Any]]:
+    """The details of every packet.rejected entry in the ledger, oldest first."""
+    db = sqlite3.connect(deployment.config.database_path)
+    entries = [json.loads(row[0]) for row in db.execute("SELECT entry FROM ledger_entries ORDER BY seq")]
+    db.close()
+    return [entry["details"] for entry in entries if entry["type"] == "packet.rejected"]
+
+
 async def test_manifest_sender_must_be_the_signer(deployment: Deployment) -> None:
-    """A member cannot submit a manifest that names someone else as sender."""
+    """A member cannot submit a manifest that names someone else as sender: 403, and the attempt is recorded."""
     ids = await _ids(deployment)
     async with deployment.client("school-dsl") as dsl:
         sealed = await dsl.prepare(referral([ids["csc-duty"]]))
     async with deployment.client("school-head") as head:
         with pytest.raises(ApiError) as refused:
             await head.submit(sealed)
-    assert refused.value.http_status == 422
-    assert "different sender" in refused.value.problem["detail"]
+    assert refused.value.http_status == 403
+    assert refused.value.problem["code"] == "sender.not_signer"
+    assert "another member as its sender" in refused.value.problem["detail"]
+    assert _rejections(deployment)[-1]["code"] == "sender.not_signer"
+
+
+async def test_a_sender_claiming_another_agency_is_forbidden(deployment: Deployment) -> None:
+    """A school's DSL who signs a manifest naming children's social care as their agency gets 403, not a crypto
+    error: the signature is good, the claim is not. Nothing is delivered and the attempt is recorded."""
+    ids = await _ids(deployment)
+    csc_agency = deployment.credentials("csc-duty").agency_id
+    async with deployment.client("school-dsl") as dsl:
+        sealed = await dsl.prepare(referral([ids["csc-duty"]]))
+        own_agency = sealed.manifest["sender"]["agency"]
+        manifest = json.loads(json.dumps(sealed.manifest))
+        manifest["sender"]["agency"] = csc_agency
+        resigned = replace(
+            sealed, manifest=manifest, signature=dsl.credentials.signing.sign(crypto.canonical_json(manifest))
+        )
+        with pytest.raises(ApiError) as refused:
+            await dsl.submit(resigned)
+    assert own_agency != csc_agency
+    assert refused.value.http_status == 403
+    assert refused.value.problem["code"] == "sender.not_member_of_agency"
+    detail = refused.value.problem["detail"]
+    assert csc_agency in detail and own_agency in detail
+    assert _rejections(deployment)[-1]["code"] == "sender.not_member_of_agency"
+    async with deployment.client("csc-duty") as duty:
+        assert await duty.inbox() == []
 
 
 async def test_a_rejection_never_records_free_text(deployment: Deployment) -> None:

@@ -22,6 +22,7 @@ from exchange.policy import (
     load_catalogue,
     manifest_parts_from_packet_file,
 )
+from exchange.policy import vocabulary as v
 from exchange.policy.explain import render_purposes, render_rules, render_template, template_explanations
 from tests.factories import CATALOGUE, CSC_MEMBER, NOW, broken_catalogue
 
@@ -144,6 +145,31 @@ def test_a_broken_catalogue_fails_closed_at_load(
     assert any(expected in error for error in raised.value.extras["errors"])
 
 
+def _set_nature(document: dict[str, Any], nature: str) -> None:
+    next(f for f in document["fields"] if f["name"] == "child_views")["nature"] = nature
+
+
+def test_a_field_nature_the_rules_do_not_know_fails_closed_at_load(tmp_path: Path) -> None:
+    """A field whose nature is neither judgement nor fact_or_opinion is refused at start-up, naming the field."""
+    with pytest.raises(CatalogueInvalid) as raised:
+        load_catalogue(broken_catalogue(tmp_path, lambda d: _set_nature(d, "hunch"), "fields.v1.json"))
+    assert any("nature" in error and "hunch" in error for error in raised.value.extras["errors"])
+
+
+def test_field_natures_are_the_vocabularys_and_judgements_are_derived_per_purpose(tmp_path: Path) -> None:
+    """The schema allows exactly the natures the rules know; a field marked judgement is listed as such."""
+    schema = _raw("catalogue.schema.v1.json")["$defs"]["field"]["properties"]["nature"]
+    assert set(schema["enum"]) == set(v.FIELD_NATURES)
+    catalogue = load_catalogue(broken_catalogue(tmp_path, lambda d: _set_nature(d, "judgement"), "fields.v1.json"))
+    assert catalogue.fields["child_views"].is_judgement
+    assert not CATALOGUE.fields["child_views"].is_judgement
+    for purpose in catalogue.purposes.values():
+        allowed = [catalogue.fields[name] for name in purpose.allowed_fields]
+        assert purpose.judgement_fields == tuple(d.name for d in allowed if d.is_judgement)
+    referral = json.loads(render_purposes(CATALOGUE, json_output=True))["purposes"][0]
+    assert "concern_category" in referral["judgement_fields"]
+
+
 def test_every_rule_id_appears_in_exchange_rules() -> None:
     """`exchange rules` lists every rule id with its sentence and its source, in text and in JSON."""
     text = render_rules(json_output=False)
@@ -199,7 +225,10 @@ def _fill_in(template: dict[str, Any], purpose_code: str) -> dict[str, Any]:
     for name, entry in packet["fields"].items():
         if name.startswith("_"):
             continue
-        entry["label"] = "fact_observed"
+        if entry["label"] is None:
+            entry["label"] = "fact_observed"
+        if "author_role" in entry:
+            entry["author_role"] = "social_worker"
         if "file" in entry:
             entry.update(file=f"{name}.pdf", media_type="application/pdf")
         else:
@@ -229,6 +258,16 @@ def test_an_unfilled_template_is_refused_with_every_blank_named() -> None:
     rules = {v.rule for v in decision.violations}
     assert {"recipient.missing", "necessity.statement_missing", "field.value_missing", "label.missing"} <= rules
     assert {"consent.not_informed", "consent.given_by_missing", "consent.age_band_missing"} <= rules
+
+
+def test_the_template_labels_a_judgement_as_an_opinion_and_asks_who_made_it() -> None:
+    """A required judgement-natured field starts labelled opinion, with its author's role still to give."""
+    template = render_template(CATALOGUE, "referral_to_childrens_social_care", today=NOW.date())
+    assert template["fields"]["concern_category"]["label"] == "opinion"
+    assert template["fields"]["concern_category"]["author_role"] is None
+    assert template["fields"]["child_name"]["label"] is None
+    decision = check_packet_file(template, CATALOGUE, "education", None, NOW)
+    assert "/fields/concern_category/author_role" in {violation.path for violation in decision.violations}
 
 
 def test_template_explanations_point_at_what_they_explain() -> None:

@@ -53,6 +53,7 @@ SECTION_CHANGES = st.one_of(
     st.tuples(st.just(("consent", "refused_by")), _codes(v.CONSENT_PARTIES)),
     st.tuples(st.just(("consent", "subject_age_band")), _codes(v.AGE_BANDS)),
     st.tuples(st.just(("consent", "child_competence")), _codes(v.COMPETENCE)),
+    st.tuples(st.just(("consent", "child_view")), _codes(v.CHILD_VIEWS, "sulking")),
     st.tuples(st.just(("consent", "informed", "why_told")), st.sampled_from([True, False, REMOVE])),
     st.tuples(
         st.just(("without_consent",)),
@@ -136,6 +137,9 @@ def _assert_invariants(manifest: dict[str, Any], context: SharingContext, decisi
             assert entry.get("source") in CATALOGUE.source_roles
         if entry["label"] == "opinion":
             assert entry.get("author_role") in CATALOGUE.professional_roles
+        # A professional judgement is never presented as a fact.
+        if CATALOGUE.fields[entry["name"]].is_judgement:
+            assert entry["label"] == "opinion"
     # A lawful basis, with an Article 9 condition whenever special-category data is shared.
     assert manifest["lawful_basis"].get("article6") in v.ARTICLE6
     if any(CATALOGUE.fields[name].special_category for name in names):
@@ -152,6 +156,9 @@ def _assert_invariants(manifest: dict[str, Any], context: SharingContext, decisi
             assert manifest["urgency"] == "immediate" and manifest["proportionality"]["imminent"] is True
     else:
         assert not decision.needs_approval
+    # A competent child's refusal is never overridden by a parent's consent.
+    if status == "obtained" and manifest["consent"].get("child_competence") == "competent":
+        assert manifest["consent"].get("child_view") != "refused"
     # Anonymous consultation: nothing identifying, no subject reference.
     if purpose.anonymous or manifest["kind"] == "consultation":
         assert not any(CATALOGUE.fields[name].identifying for name in names)
@@ -193,3 +200,103 @@ def test_the_generator_reaches_both_verdicts() -> None:
 
     collect()
     assert outcomes >= {True, False}
+
+
+JUDGEMENTS = sorted(name for name, definition in CATALOGUE.fields.items() if definition.is_judgement)
+
+
+def _with_field(manifest: dict[str, Any], entry: dict[str, Any]) -> dict[str, Any]:
+    """``manifest`` carrying ``entry`` in place of any field of the same name (or added at the end)."""
+    fields = [f for f in manifest["fields"] if f["name"] != entry["name"]]
+    manifest["fields"] = [*fields, entry]
+    return manifest
+
+
+def _cited(decision: Decision | None, rule: str) -> bool:
+    assert decision is not None
+    return any(violation.rule == rule for violation in decision.violations)
+
+
+def test_the_catalogue_marks_judgements() -> None:
+    """The category of concern and the professional assessment are judgements; names and dates are not."""
+    assert {"concern_category", "professional_assessment"} <= set(JUDGEMENTS)
+    assert not {"child_name", "child_date_of_birth", "concern_description", "injuries_observed"} & set(JUDGEMENTS)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    base=st.sampled_from(BASES),
+    name=st.sampled_from(JUDGEMENTS),
+    label=st.sampled_from(sorted(v.FACT_LABELS)),
+    source=st.sampled_from(sorted(CATALOGUE.source_roles)),
+)
+def test_a_judgement_labelled_as_a_fact_is_refused(
+    base: Callable[[], dict[str, Any]], name: str, label: str, source: str
+) -> None:
+    """Whatever the packet and whoever is named, a judgement-natured field labelled as any fact is refused."""
+    manifest = _with_field(base(), field(name, label, source=source))
+    decision = judge(manifest, make_context())
+    assert decision is not None and not decision.accepted
+    assert _cited(decision, "label.judgement_as_fact")
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    base=st.sampled_from(BASES),
+    name=st.sampled_from(JUDGEMENTS),
+    author_role=st.sampled_from(sorted(CATALOGUE.professional_roles)),
+)
+def test_a_judgement_labelled_as_an_attributed_opinion_is_accepted(
+    base: Callable[[], dict[str, Any]], name: str, author_role: str
+) -> None:
+    """A judgement-natured field labelled opinion, with any professional author role, breaks no labelling rule."""
+    manifest = _with_field(base(), field(name, "opinion", author_role=author_role))
+    decision = judge(manifest, make_context())
+    assert not _cited(decision, "label.judgement_as_fact")
+    assert not _cited(decision, "label.author_role_missing")
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    age_band=st.sampled_from([*sorted(v.AGE_BANDS), REMOVE]),
+    given_by=st.sampled_from([*sorted(v.CONSENT_PARTIES), REMOVE]),
+    context=contexts,
+)
+def test_consent_obtained_over_a_competent_childs_refusal_is_always_refused(
+    age_band: Any, given_by: Any, context: SharingContext
+) -> None:
+    """Whoever is recorded as consenting, at any age and any stage, a competent child's refusal makes it refused."""
+    manifest = make_manifest(
+        consent__subject_age_band=age_band,
+        consent__given_by=given_by,
+        consent__child_competence="competent",
+        consent__child_view="refused",
+    )
+    decision = judge(manifest, context)
+    assert decision is not None and not decision.accepted
+    assert _cited(decision, "consent.competent_child_refusal_overrides_parent")
+
+
+@settings(max_examples=100, deadline=None)
+@given(view=st.sampled_from(["refused", REMOVE]), context=contexts)
+def test_a_competent_childs_refusal_can_be_shared_over_only_without_consent(view: Any, context: SharingContext) -> None:
+    """Recorded as refused by the child, on the ground that the refusal puts them at risk, it goes to a manager."""
+    manifest = without_consent_manifest(
+        consent={
+            "status": "refused",
+            "refused_by": "subject",
+            "subject_age_band": "age_13_to_15",
+            "child_competence": "competent",
+        },
+        consent__child_view=view,
+        without_consent__reason="competent_child_refusal_at_risk",
+    )
+    decision = judge(manifest, context)
+    assert decision is not None
+    rules = {violation.rule for violation in decision.violations}
+    if context.approval_attached:
+        assert decision.outcome == "deliver" and not rules
+    elif context.stage == "submission":
+        assert decision.outcome == "awaiting_approval" and not rules
+    else:
+        assert decision.outcome == "rejected" and rules == {"without_consent.approval_missing"}

@@ -77,6 +77,11 @@ COMPETENT_CHILD_REFUSAL = {
     "subject_age_band": "age_13_to_15",
     "child_competence": "competent",
 }
+#: A mother consents for her 14-year-old, who is assessed as competent.
+FOR_A_COMPETENT_FOURTEEN = {
+    "consent__subject_age_band": "age_13_to_15",
+    "consent__child_competence": "competent",
+}
 FOURTEEN_ALONE = {
     "consent__given_by": "subject",
     "consent__subject_age_band": "age_13_to_15",
@@ -238,6 +243,16 @@ CASES = [
         "consent.over_16_consents_for_self",
         lambda: judge(make_manifest(consent__subject_age_band="age_16_to_17", consent__given_by="subject")),
         lambda: judge(make_manifest(consent__subject_age_band="age_16_to_17")),
+    ),
+    Case(
+        "consent.child_view_unknown",
+        lambda: judge(make_manifest(consent__child_view="not_asked")),
+        lambda: judge(make_manifest(consent__child_view="sulking")),
+    ),
+    Case(
+        "consent.competent_child_refusal_overrides_parent",
+        lambda: judge(make_manifest(**FOR_A_COMPETENT_FOURTEEN, consent__child_view="agreed")),
+        lambda: judge(make_manifest(**FOR_A_COMPETENT_FOURTEEN, consent__child_view="refused")),
     ),
     Case(
         "consent.onward_sharing_invalid",
@@ -443,6 +458,11 @@ CASES = [
         "label.author_role_missing",
         lambda: judge(make_manifest(fields=fields_changed("concern_category", author_role="social_worker"))),
         lambda: judge(make_manifest(fields=fields_changed("concern_category", author_role="neighbour"))),
+    ),
+    Case(
+        "label.judgement_as_fact",
+        lambda: judge(make_manifest(fields=fields_changed("concern_category", author_role="social_worker"))),
+        lambda: judge(make_manifest(fields=fields_changed("concern_category", label="fact_observed"))),
     ),
     Case(
         "label.currency_missing",

@@ -125,6 +125,35 @@ SCENARIOS = [
         {"approval_attached": True},
     ),
     Scenario(
+        "A competent 14-year-old refuses but their mother consents: refused, a parent cannot override them.",
+        make_manifest(
+            consent__subject_age_band="age_13_to_15",
+            consent__child_competence="competent",
+            consent__child_view="refused",
+        ),
+        {"approval_attached": True},
+        outcome="rejected",
+        rules=frozenset({"consent.competent_child_refusal_overrides_parent"}),
+    ),
+    Scenario(
+        "The same refusal recorded as sharing without consent, the child at risk: held for a manager's approval.",
+        without_consent_manifest(
+            consent={
+                "status": "refused",
+                "refused_by": "subject",
+                "subject_age_band": "age_13_to_15",
+                "child_competence": "competent",
+                "child_view": "refused",
+            },
+            without_consent__reason="competent_child_refusal_at_risk",
+        ),
+        outcome="awaiting_approval",
+    ),
+    Scenario(
+        "A 12-year-old not assessed as competent objects while their mother consents: delivered, she decides.",
+        make_manifest(consent__child_competence="not_assessed", consent__child_view="refused"),
+    ),
+    Scenario(
         "A school asks children's social care for advice without naming the family: delivered, no approval needed.",
         consultation_manifest(),
     ),

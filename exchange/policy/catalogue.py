@@ -1,11 +1,12 @@
 """The purpose and field catalogue: data in ``schemas/``, loaded and cross-checked once.
 
 ``fields.v1.json`` defines every field once (what it means, whether it identifies a person,
-whether it is special-category data). ``purposes.v1.json`` lists the purposes a packet may be
-shared for, the agency kinds and the legal powers. ``working-days.v1.json`` says which days count
-for deadlines set in working days. Loading checks the files against
-``catalogue.schema.v1.json`` and then checks every cross-reference, so a catalogue that names
-an unknown field or agency kind never reaches the rules (fail closed, at start-up).
+whether it is special-category data, whether it is by nature a professional judgement).
+``purposes.v1.json`` lists the purposes a packet may be shared for, the agency kinds and the
+legal powers. ``working-days.v1.json`` says which days count for deadlines set in working days.
+Loading checks the files against ``catalogue.schema.v1.json`` and then checks every
+cross-reference, so a catalogue that names an unknown field or agency kind never reaches the
+rules (fail closed, at start-up).
 """
 
 from __future__ import annotations
@@ -55,6 +56,13 @@ class FieldDefinition:
     value_type: str
     identifying: bool
     special_category: bool
+    #: ``judgement`` for a field that is by nature a professional judgement (see :data:`v.FIELD_NATURES`).
+    nature: str = "fact_or_opinion"
+
+    @property
+    def is_judgement(self) -> bool:
+        """By nature a professional judgement: it can only be labelled opinion, never a fact."""
+        return self.nature == "judgement"
 
     @property
     def is_attachment(self) -> bool:
@@ -103,6 +111,8 @@ class Purpose:
     identifying_fields: tuple[str, ...]
     #: Allowed fields that carry special-category data (derived from the field catalogue).
     special_category_fields: tuple[str, ...]
+    #: Allowed fields that are by nature a professional judgement, always labelled opinion (derived too).
+    judgement_fields: tuple[str, ...]
     default_urgency: str
     allowed_urgencies: tuple[str, ...]
     deadlines: Mapping[str, UrgencyDeadlines]
@@ -291,6 +301,7 @@ class _Builder:
                     value_type=raw["value_type"],
                     identifying=raw["identifying"],
                     special_category=raw["special_category"],
+                    nature=raw.get("nature", "fact_or_opinion"),
                 )
                 for raw in raw_fields
             }
@@ -379,6 +390,7 @@ class _Builder:
             required_fields=required,
             identifying_fields=tuple(d.name for d in known if d.identifying),
             special_category_fields=tuple(d.name for d in known if d.special_category),
+            judgement_fields=tuple(d.name for d in known if d.is_judgement),
             default_urgency=raw["default_urgency"],
             allowed_urgencies=urgencies,
             deadlines=MappingProxyType(deadlines),

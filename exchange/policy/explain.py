@@ -41,7 +41,7 @@ def render_rules(json_output: bool = False) -> str:
         lines.append(f"    {rule['sentence']}")
         lines.append(f"    Source: {rule['source']}")
         if rule["checked_by"] == "service":
-            lines.append("    (Checked by the exchange server when the approval's signature is verified.)")
+            lines.append("    (Checked by the exchange server, which verifies signatures and knows the directory.)")
         lines.append("")
     return "\n".join(lines).rstrip() + "\n"
 
@@ -68,6 +68,7 @@ def purpose_as_json(purpose: Purpose) -> dict[str, Any]:
         "allowed_fields": list(purpose.allowed_fields),
         "identifying_fields": list(purpose.identifying_fields),
         "special_category_fields": list(purpose.special_category_fields),
+        "judgement_fields": list(purpose.judgement_fields),
         "default_urgency": purpose.default_urgency,
         "allowed_urgencies": list(purpose.allowed_urgencies),
         "deadlines": _deadlines_json(purpose),
@@ -113,6 +114,7 @@ def render_purposes(catalogue: Catalogue, json_output: bool = False) -> str:
             f"    other allowed fields: {', '.join(optional) or 'none'}",
             f"    identifying fields: {', '.join(p.identifying_fields) or 'none'}",
             f"    special-category fields: {', '.join(p.special_category_fields) or 'none'}",
+            f"    professional judgements (labelled opinion): {', '.join(p.judgement_fields) or 'none'}",
         ]
         for urgency, d in p.deadlines.items():
             lines.append(
@@ -251,6 +253,11 @@ def _template_consent(purpose: Purpose) -> dict[str, Any]:
             ),
             "child_competence": None,
             "_child_competence": f"For a child under 16 who consents: {_choices(v.COMPETENCE)}.",
+            "child_view": None,
+            "_child_view": (
+                f"When a parent consents for a child, the child's own view: {_choices(v.CHILD_VIEWS)}. A parent's"
+                " consent does not override a competent child's refusal: that is sharing without consent."
+            ),
             "onward_sharing": {"scope": "any"},
             "_onward_sharing": (
                 f"What the consent lets the recipients pass on: {_choices(v.ONWARD_SCOPES)}"
@@ -313,7 +320,13 @@ def _template_fields(catalogue: Catalogue, purpose: Purpose, as_of: str | None) 
             entry.update({"file": None, "media_type": None})
         else:
             entry["value"] = None
-        entry.update({"label": None, "currency": "current", "as_of": as_of})
+        if definition.is_judgement:
+            # label.judgement_as_fact: a judgement is only ever an opinion, so the label is not a choice.
+            entry["_explain"] += " A professional judgement: always an opinion, with the role of whoever made it."
+            entry.update({"label": "opinion", "author_role": None})
+        else:
+            entry["label"] = None
+        entry.update({"currency": "current", "as_of": as_of})
         fields[name] = entry
     return fields
 

@@ -64,6 +64,8 @@ class ConsentRecord:
     informed: Mapping[str, bool]
     subject_age_band: str | None
     child_competence: str | None
+    #: The child's own view when someone else consents for them (agreed, refused, not_asked).
+    child_view: str | None
     onward_sharing: OnwardSharing | None
 
 
@@ -188,6 +190,7 @@ def _common(document: Mapping[str, Any]) -> dict[str, Any]:
             informed={k: b for k, b in informed.items() if isinstance(b, bool)},
             subject_age_band=_text(consent, "subject_age_band"),
             child_competence=_text(consent, "child_competence"),
+            child_view=_text(consent, "child_view"),
             onward_sharing=(
                 OnwardSharing(scope=_text(onward, "scope"), agency_kinds=_codes(onward, "agency_kinds"))
                 if isinstance(onward, Mapping)

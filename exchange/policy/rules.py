@@ -4,9 +4,10 @@ Each rule is a small pure function with a stable id, the sentence it enforces an
 guidance it comes from (``exchange rules`` prints them all). The registry is a constant: a
 rule is added by writing it in one of the ``rules_*`` modules and listing it there.
 
-A few rules need what only the service can verify (a signature, the approver's role); the
-service enforces them and cites the ids in :data:`SERVICE_RULES`, listed here so that every
-id a rejection can carry is explained in one place.
+A few rules need what only the service can verify (a signature, the approver's role, the
+directory's word on who the sender is and which agency they belong to); the service enforces
+them and cites the ids in :data:`SERVICE_RULES` (as a violation's rule, or as the problem's
+code), listed here so that every id a rejection can carry is explained in one place.
 """
 
 from __future__ import annotations
@@ -56,6 +57,18 @@ SERVICE_RULES: tuple[ServiceRule, ...] = (
         "Packets go to practitioners, managers and safeguarding leads; agency admins and auditors manage the"
         " directory and read the record, and never receive content.",
         src.both(src.ONLY_THOSE_WHO_NEED_IT, src.design("§2 Who uses it")),
+    ),
+    ServiceRule(
+        "sender.not_signer",
+        "A packet is sent in its sender's own name: the manifest's sender is the member who signs the request,"
+        " and a packet naming anyone else is refused (403).",
+        src.both(src.RECORD, src.design("§3: 'The sender signs the canonical manifest'")),
+    ),
+    ServiceRule(
+        "sender.not_member_of_agency",
+        "A sender shares for the agency they belong to: a manifest naming any other agency as the sender's is"
+        " refused (403), so the record never shows an agency sharing what it did not.",
+        src.both(src.RECORD, src.design("§7 Authorization: 'by role and relationship'")),
     ),
     ServiceRule(
         "without_consent.approval_refused",

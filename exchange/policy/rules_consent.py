@@ -147,6 +147,27 @@ def _over_16_consents_for_self(f: Facts) -> Iterator[Finding]:
         )
 
 
+def _child_view_unknown(f: Facts) -> Iterator[Finding]:
+    view = f.record.consent.child_view
+    if view is not None and view not in v.CHILD_VIEWS:
+        yield Finding("/consent/child_view", f"The child's own view must be {v.one_of(v.CHILD_VIEWS)}.")
+
+
+def _competent_child_refusal_overrides_parent(f: Facts) -> Iterator[Finding]:
+    # Newcastle, grounds for sharing without consent: a Fraser/Gillick competent child "refusing consent
+    # (contrary to the wishes of their parent)". The parent's agreement is not consent; the refusal stands.
+    consent = f.record.consent
+    if consent.status == "obtained" and consent.child_competence == "competent" and consent.child_view == "refused":
+        yield Finding(
+            "/consent/status",
+            "The child is recorded as competent (Gillick/Fraser) and refused: a parent's consent does not"
+            " override a competent child's refusal, so sharing now would be sharing without consent. Respect the"
+            " refusal, or record consent as refused by the child (refused_by: subject), give the reason"
+            " (competent_child_refusal_at_risk when the refusal places them at risk of significant harm) and"
+            " get a manager's approval.",
+        )
+
+
 def _onward_sharing_invalid(f: Facts) -> Iterator[Finding]:
     onward = f.record.consent.onward_sharing
     if onward is None:
@@ -300,6 +321,26 @@ RULES: tuple[Rule, ...] = (
         "A young person of 16 or over consents for themselves, not through a parent alone.",
         src.UNDER_16_CONSENT,
         _over_16_consents_for_self,
+    ),
+    Rule(
+        "consent.child_view_unknown",
+        "The child's own view, when recorded, is agreed, refused or not asked.",
+        src.both(src.UNDER_16_CONSENT, src.RECORD),
+        _child_view_unknown,
+    ),
+    Rule(
+        "consent.competent_child_refusal_overrides_parent",
+        "A parent's consent does not override the refusal of a child recorded as competent (Gillick/Fraser):"
+        " sharing against that refusal is sharing without consent, with a recognised ground and a manager's"
+        " approval.",
+        src.both(
+            src.newcastle(
+                "Sharing Information without Consent: 'a child is deemed to be Fraser/Gillick competent and is"
+                " refusing consent (contrary to the wishes of their parent)'"
+            ),
+            src.RESPECT_WISHES,
+        ),
+        _competent_child_refusal_overrides_parent,
     ),
     Rule(
         "consent.onward_sharing_invalid",

@@ -125,6 +125,19 @@ def _author_role_missing(f: Facts) -> Iterator[Finding]:
             )
 
 
+def _judgement_as_fact(f: Facts) -> Iterator[Finding]:
+    for entry in f.entries_where(lambda d: d.is_judgement):
+        if entry.label in v.FACT_LABELS:
+            definition = f.definition(entry)
+            title = definition.title if definition is not None else entry.name
+            yield Finding(
+                f"{entry.path}/label",
+                f"'{title}' is a professional judgement, not a fact, even when it rests on facts: label it"
+                " opinion and give the professional role of whoever made it (author_role). Share the facts it"
+                " rests on in their own fields.",
+            )
+
+
 def _currency_missing(f: Facts) -> Iterator[Finding]:
     for entry in f.record.fields:
         if entry.currency not in v.CURRENCIES:
@@ -245,6 +258,19 @@ RULES: tuple[Rule, ...] = (
         "An opinion names the professional role of its author.",
         src.both(src.ACCURATE, src.partnership("'Distinguish fact from opinion'")),
         _author_role_missing,
+    ),
+    Rule(
+        "label.judgement_as_fact",
+        "A field that is by nature a professional judgement (the field catalogue marks it, such as the category of"
+        " concern or a professional assessment) is labelled opinion with its author's role, never as a fact.",
+        src.both(
+            src.ACCURATE,
+            src.partnership("'Distinguish fact from opinion'"),
+            src.key_points(
+                "'inference or interpretation can result in a difference between what is said and what is understood'"
+            ),
+        ),
+        _judgement_as_fact,
     ),
     Rule(
         "label.currency_missing",

@@ -46,6 +46,17 @@ LABELS = _vocab(
     }
 )
 
+#: Labels that present a field as a fact (observed or reported), as opposed to an opinion.
+FACT_LABELS = frozenset({"fact_observed", "fact_reported"})
+
+#: What a field is by nature (``nature`` in ``schemas/fields.v1.json``; absent means fact_or_opinion).
+FIELD_NATURES = _vocab(
+    {
+        "fact_or_opinion": "a fact observed or reported, or an opinion: labelled as what it is",
+        "judgement": "a professional judgement by nature: always an opinion, with its author's role",
+    }
+)
+
 CURRENCIES = _vocab(
     {
         "current": "current: true now",
@@ -124,6 +135,14 @@ COMPETENCE = _vocab(
         "competent": "assessed as competent to decide for themselves (Gillick/Fraser)",
         "not_competent": "assessed as not yet competent to decide for themselves",
         "not_assessed": "competence has not been assessed",
+    }
+)
+
+CHILD_VIEWS = _vocab(
+    {
+        "agreed": "the child agreed to the sharing",
+        "refused": "the child refused the sharing",
+        "not_asked": "the child was not asked",
     }
 )
 

@@ -36,6 +36,9 @@ from exchange.errors import (
     NotFound,
     PolicyViolation,
     SchemaViolation,
+    SenderMismatch,
+    SenderNotMemberOfAgency,
+    SenderNotSigner,
     Violation,
 )
 from exchange.lifecycle import ApprovalState, DeliveryState, PacketState, Party, Step
@@ -113,7 +116,7 @@ async def submit(ctx: ServiceContext, actor: Actor, document: Any) -> Submission
         violations = [*_role_violations(checked), *decision.violations]
         if violations:
             raise PolicyViolation(violations)
-    except (SchemaViolation, CryptoError, PolicyViolation, InvalidRequest) as error:
+    except (SchemaViolation, CryptoError, PolicyViolation, InvalidRequest, SenderMismatch) as error:
         await _record_rejection(ctx, actor, document, error)
         raise
     return await _accept(ctx, actor, checked, decision)
@@ -169,8 +172,17 @@ async def _check_submission(ctx: ServiceContext, actor: Actor, document: Any) ->
     policy.validate_manifest_schema(manifest, ctx.catalogue)
 
     sender = manifest["sender"]
-    if sender["member"] != actor.member_id or sender["agency"] != actor.agency_id:
-        raise CryptoError("The manifest names a different sender from the member who signed this request.")
+    # Service rules sender.not_signer and sender.not_member_of_agency: a claim of authority, not a bad signature.
+    if sender["member"] != actor.member_id:
+        raise SenderNotSigner(
+            "The manifest names another member as its sender. A packet is sent only in the name of the member"
+            " who signs the request: prepare and sign it with your own key."
+        )
+    if sender["agency"] != actor.agency_id:
+        raise SenderNotMemberOfAgency(
+            f"The manifest names {sender['agency']} as your agency, but you are a member of {actor.agency_id}."
+            " A packet is sent only for the agency you belong to."
+        )
     sender_key = await current_key(
         ctx, sender["signing_key"], member_id=actor.member_id, use=KeyUse.SIGNING, what="The manifest"
     )
