@@ -14,8 +14,10 @@ from datetime import datetime
 from pathlib import Path
 from types import TracebackType
 from typing import Any
+from urllib.parse import urlencode
 
 import aiohttp
+from yarl import URL
 
 from exchange import crypto, httpsig, identifiers, policy, statements
 from exchange.domain import SHARING_ROLES, iso, new_id, utc_now
@@ -103,7 +105,8 @@ class ExchangeClient:
         """Send one signed request; return the decoded JSON, or raise :class:`ApiError`."""
         if self._session is None:
             raise RuntimeError("Use the client as 'async with ExchangeClient(...) as client'.")
-        url = self.base_url + path
+        # Sign the URL exactly as aiohttp will send it (yarl normalises percent-escapes such as %2C).
+        url = str(URL(self.base_url + path))
         body = b"" if document is None else json.dumps(document, separators=(",", ":")).encode()
         headers = {"Accept": "application/json, application/problem+json"}
         if document is not None:
@@ -124,7 +127,8 @@ class ExchangeClient:
         """A signed request whose answer is text (the ledger export); problems raise :class:`ApiError`."""
         if self._session is None:
             raise RuntimeError("Use the client as 'async with ExchangeClient(...) as client'.")
-        url = self.base_url + path
+        # Sign the URL exactly as aiohttp will send it (yarl normalises percent-escapes such as %2C).
+        url = str(URL(self.base_url + path))
         headers = httpsig.sign_request(method, url, b"", self.credentials.signing)
         async with self._session.request(method, url, headers=headers) as response:
             if response.status >= 400:
@@ -287,11 +291,33 @@ class ExchangeClient:
 
     # ------------------------------------------------------------------ receiving
 
-    async def inbox(self) -> Any:
-        return (await self.request("GET", "/v1/inbox"))["packets"]
+    async def page(
+        self, path: str, *, state: str | None = None, cursor: str | None = None, limit: int | None = None, **query: str
+    ) -> Any:
+        """One page of a listing (``{"<items>": [...], "next_cursor": ...}``), filtered by ``state``."""
+        params = {k: v for k, v in (query | {"state": state, "cursor": cursor}).items() if v}
+        if limit is not None:
+            params["limit"] = str(limit)
+        return await self.request("GET", path + ("?" + urlencode(params, safe=",") if params else ""))
 
-    async def outbox(self) -> Any:
-        return (await self.request("GET", "/v1/outbox"))["packets"]
+    async def every(self, path: str, key: str, *, state: str | None = None, **query: str) -> list[Any]:
+        """Every item of a listing, following ``next_cursor`` page by page, so nothing is cut off."""
+        items: list[Any] = []
+        cursor: str | None = None
+        while True:
+            answer = await self.page(path, state=state, cursor=cursor, limit=None, **query)
+            items.extend(answer[key])
+            cursor = answer.get("next_cursor")
+            if not cursor:
+                return items
+
+    async def inbox(self, state: str | None = None) -> Any:
+        """Every packet delivered to this member (newest first), optionally only in ``state`` (``delivered,opened``)."""
+        return await self.every("/v1/inbox", "packets", state=state)
+
+    async def outbox(self, state: str | None = None) -> Any:
+        """Every packet this member sent, with each recipient's loop state."""
+        return await self.every("/v1/outbox", "packets", state=state)
 
     async def open(self, packet_id: str) -> OpenedPacket:
         """Fetch, verify and decrypt a packet addressed to this member."""

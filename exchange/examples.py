@@ -130,3 +130,35 @@ def imminent_harm(to: list[str], inform_by: str) -> dict[str, Any]:
         "concern_description": fields["concern_description"],
     }
     return packet
+
+
+def consultation(to: list[str], **changes: Any) -> dict[str, Any]:
+    """An anonymous consultation packet file with nothing identifying in it, addressed to ``to``."""
+    field_labels = {"label": "fact_observed", "currency": "current", "as_of": "2026-11-20"}
+    packet: dict[str, Any] = {
+        "purpose": "anonymous_consultation",
+        "kind": "consultation",
+        "urgency": "routine",
+        "to": to,
+        "lawful_basis": {"article6": "public_task", "legal_power": ["children_act_2004_s11"]},
+        "consent": {"status": "not_required"},
+        "transparency": {"status": "not_applicable"},
+        "proportionality": {"risk_level": "not_yet_known", "imminent": False, "expected_benefit": "seeks_advice"},
+        "necessity": "Advice on whether this meets the threshold for a referral.",
+        "fields": {
+            "anonymised_case_summary": {
+                "value": "A child in Year 2 has come to school hungry on several days this term.",
+                **field_labels,
+            },
+            "question_asked": {"value": "Does this meet the threshold for early help?", **field_labels},
+            "child_age_band": {
+                "value": "under_13",
+                "label": "fact_reported",
+                "source": "parent_carer",
+                "currency": "current",
+                "as_of": "2026-11-20",
+            },
+        },
+    }
+    packet.update(changes)
+    return packet

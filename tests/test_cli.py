@@ -184,3 +184,38 @@ def test_times_are_shown_on_the_readers_clock_with_the_zone(
     finally:
         monkeypatch.undo()
         time.tzset()
+
+
+async def test_consult_refuses_identifiers_locally_and_records_an_override(
+    deployment: Deployment, tmp_path: Path
+) -> None:
+    """``exchange consult`` refuses an NHS number before sending; ``--allow-identifiers`` sends it, recorded."""
+    from exchange.examples import consultation
+
+    lead = deployment.credentials("csc-manager").member_id or ""
+    packet = consultation([lead])
+    packet["fields"]["question_asked"]["value"] = "Child's NHS number is 943 476 5919: what next?"
+    path = tmp_path / "consultation.json"
+    path.write_text(json.dumps(packet))
+    key = str(deployment.key_dir / "school-dsl.json")
+    _, err = await cli("consult", str(path), "--key", key, "--server", deployment.url, expect=1)
+    assert "NHS number" in err and "943 476 5919" not in err
+    async with deployment.client("csc-manager") as adviser:
+        assert await adviser.inbox() == []
+    override = ("--allow-identifiers", "adviser_needs_it")
+    sent = await cli_json("consult", str(path), "--key", key, "--server", deployment.url, *override)
+    assert sent["status"] == "delivered"
+
+
+async def test_inbox_pages_and_filters_from_the_cli(deployment: Deployment) -> None:
+    """``exchange inbox --state --limit`` shows one page and says how to see the rest."""
+    duty = deployment.credentials("csc-duty").member_id or ""
+    async with deployment.client("school-dsl") as dsl:
+        for _ in range(3):
+            await dsl.send(referral([duty]))
+    key = str(deployment.key_dir / "csc-duty.json")
+    out, _ = await cli("inbox", "--key", key, "--server", deployment.url, "--limit", "2", "--state", "delivered")
+    assert "2 packet(s)" in out and "--cursor" in out
+    page = await cli_json("inbox", "--key", key, "--server", deployment.url, "--limit", "2")
+    rest = await cli_json("inbox", "--key", key, "--server", deployment.url, "--cursor", page["next_cursor"])
+    assert len(page["packets"]) == 2 and len(rest["packets"]) == 1 and rest["next_cursor"] is None

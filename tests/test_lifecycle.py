@@ -25,7 +25,9 @@ from exchange.lifecycle import (
 )
 
 
-def _reachable(table: Mapping[tuple[lifecycle.S, Step], Transition[lifecycle.S]], start: lifecycle.S) -> set[lifecycle.S]:
+def _reachable(
+    table: Mapping[tuple[lifecycle.S, Step], Transition[lifecycle.S]], start: lifecycle.S
+) -> set[lifecycle.S]:
     seen, queue = {start}, deque([start])
     while queue:
         state = queue.popleft()

@@ -11,6 +11,8 @@ import asyncio
 from collections.abc import Awaitable
 from typing import Any
 
+import pytest
+
 from exchange import crypto, statements
 from exchange.client import ApiError, ExchangeClient
 from exchange.examples import referral, referral_without_consent
@@ -103,10 +105,7 @@ async def test_a_second_decision_on_a_decided_packet_is_refused(deployment: Depl
     packet_id, digest = sent["packet_id"], sent["manifest_digest"]
     async with deployment.client("school-head") as head:
         await head.request("POST", f"/v1/approvals/{packet_id}", head.approval_for(packet_id, digest))
-        try:
+        with pytest.raises(ApiError) as refused:
             await head.request("POST", f"/v1/approvals/{packet_id}", head.approval_for(packet_id, digest, "refuse"))
-        except ApiError as error:
-            assert error.http_status == 409
-            assert error.problem_code == "lifecycle.transition_not_allowed"
-        else:
-            raise AssertionError("a second decision was accepted")
+    assert refused.value.http_status == 409
+    assert refused.value.problem_code == "lifecycle.transition_not_allowed"

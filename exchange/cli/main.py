@@ -47,6 +47,22 @@ def _client_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _listing_options(parser: argparse.ArgumentParser, states: str) -> None:
+    """Every listing: a page at a time, filtered by state; nothing is cut off without saying so."""
+    parser.add_argument("--state", help=f"only these states, comma-separated ({states})")
+    parser.add_argument("--limit", type=int, help="how many per page (default 100)")
+    parser.add_argument("--cursor", help="continue where the last page stopped")
+
+
+def _identifier_override(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--allow-identifiers",
+        metavar="REASON",
+        choices=["not_identifying_in_context", "adviser_needs_it", "other"],
+        help="send a consultation although the local check found identifiers (the reason is recorded)",
+    )
+
+
 def _server_options(parser: argparse.ArgumentParser) -> None:
     _common(parser)
     parser.add_argument("--data-dir", type=Path, default=Path("var"), help="database and record log folder")
@@ -129,10 +145,24 @@ def build_parser() -> argparse.ArgumentParser:
     _client_options(p)
     p.add_argument("file", type=Path)
     p.add_argument("--approval-from", type=Path, help="a manager's key file, to attach their approval at submission")
+    _identifier_override(p)
     p.set_defaults(func=_send)
+
+    p = sub.add_parser(
+        "consult",
+        help="ask for advice without identifying the family (an anonymous consultation packet file)",
+        description="Seal and send an anonymous consultation. Its free text is checked on your machine first:"
+        " an NHS number, a postcode, a full date of birth or a name from case_names is refused before anything"
+        " is sent, unless you override it with a reason (which is recorded).",
+    )
+    _client_options(p)
+    p.add_argument("file", type=Path)
+    _identifier_override(p)
+    p.set_defaults(func=_consult)
 
     p = sub.add_parser("inbox", help="packets delivered to you")
     _client_options(p)
+    _listing_options(p, "e.g. delivered,opened for what is not yet acknowledged")
     p.set_defaults(func=_inbox)
 
     p = sub.add_parser("open", help="fetch, verify, decrypt and print a packet")
@@ -147,6 +177,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("outbox", help="packets you sent, with each recipient's progress")
     _client_options(p)
+    _listing_options(p, "e.g. delivered, awaiting_approval, recalled")
     p.set_defaults(func=_outbox)
 
     policy_commands.register(sub)
@@ -375,7 +406,9 @@ _whoami = with_client(_whoami_work)
 
 async def _send_work(client: ExchangeClient, args: argparse.Namespace) -> Any:
     packet_file = _load_json(args.file)
-    sealed = await client.prepare(packet_file, base_dir=args.file.resolve().parent)
+    sealed = await client.prepare(
+        packet_file, base_dir=args.file.resolve().parent, allow_identifiers=args.allow_identifiers
+    )
     approval = None
     if args.approval_from is not None:
         manager = MemberCredentials.load(args.approval_from)
@@ -387,8 +420,29 @@ async def _send_work(client: ExchangeClient, args: argparse.Namespace) -> Any:
 _send = with_client(_send_work)
 
 
+async def _consult_work(client: ExchangeClient, args: argparse.Namespace) -> Any:
+    packet_file = _load_json(args.file)
+    if not isinstance(packet_file, dict) or packet_file.get("purpose") != "anonymous_consultation":
+        raise InvalidRequest(
+            "A consultation file has purpose anonymous_consultation; start from"
+            " 'exchange template anonymous_consultation'."
+        )
+    sealed = await client.prepare(
+        packet_file, base_dir=args.file.resolve().parent, allow_identifiers=args.allow_identifiers
+    )
+    return {"kind": "sent"} | await client.submit(sealed)
+
+
+_consult = with_client(_consult_work)
+
+
+async def _listing(client: ExchangeClient, args: argparse.Namespace, path: str, kind: str) -> Any:
+    answer = await client.page(path, state=args.state, cursor=args.cursor, limit=args.limit)
+    return {"kind": kind} | answer
+
+
 async def _inbox_work(client: ExchangeClient, args: argparse.Namespace) -> Any:
-    return {"kind": "inbox", "packets": await client.inbox()}
+    return await _listing(client, args, "/v1/inbox", "inbox")
 
 
 _inbox = with_client(_inbox_work)
@@ -418,7 +472,7 @@ _ack = with_client(_ack_work)
 
 
 async def _outbox_work(client: ExchangeClient, args: argparse.Namespace) -> Any:
-    return {"kind": "outbox", "packets": await client.outbox()}
+    return await _listing(client, args, "/v1/outbox", "outbox")
 
 
 _outbox = with_client(_outbox_work)

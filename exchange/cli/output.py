@@ -21,6 +21,9 @@ def emit(args: argparse.Namespace, result: Any) -> int:
     kind = result.get("kind") if isinstance(result, Mapping) else None
     printer = _PRINTERS.get(kind or "", _generic)
     print(printer(result))
+    if isinstance(result, Mapping) and result.get("next_cursor"):
+        # A listing never hides work silently: say how to see the rest.
+        print(f"More follow: run the same command with --cursor {result['next_cursor']}")
     return 0
 
 
@@ -79,7 +82,7 @@ def _inbox(result: Mapping[str, Any]) -> str:
         delivery = packet["delivery"]
         lines.append(f"  {_packet_line(packet)}")
         lines.append(
-            f"      from {packet['from']['member']} ({packet['from']['agency']}); you: {delivery['status']}"
+            f"      from {packet['from']['member']} ({packet['from']['agency']}); you: {delivery['loop']}"
             + (f"; acknowledge by {local_time(packet['ack_due'])}" if packet.get("ack_due") else "")
         )
     return "\n".join(lines)
