@@ -1,0 +1,167 @@
+"""Random interleavings of lifecycle steps, some at the same moment, against a real server.
+
+Hypothesis draws a packet (delivered at once, or held for approval) and rounds of steps; the steps
+of one round are sent concurrently. After each round the server's state must be one that the
+pure lifecycle reaches by applying the steps that succeeded in *some* order, and the ledger must
+hold exactly one entry per transition that records one: no illegal state, no double entry.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from exchange import crypto, lifecycle, statements
+from exchange.client import ApiError, ExchangeClient
+from exchange.examples import referral, referral_without_consent
+from exchange.lifecycle import ApprovalState, DeliveryState, PacketState, Party, Step
+from tests.conftest import Deployment
+
+
+@dataclass(frozen=True)
+class State:
+    packet: PacketState
+    approval: ApprovalState
+    copy: DeliveryState
+
+
+@dataclass
+class Packet:
+    id: str
+    digest: str
+    recipient: str
+
+
+Clients = dict[str, ExchangeClient]
+Call = Callable[[Clients, Packet], Awaitable[Any]]
+
+
+async def _open(c: Clients, p: Packet) -> Any:
+    return await c["recipient"].request("GET", f"/v1/packets/{p.id}")
+
+
+async def _ack(c: Clients, p: Packet) -> Any:
+    # The signed receipt alone (the SDK's acknowledge() also fetches first, which is a second step).
+    recipient = c["recipient"]
+    statement = statements.acknowledgement_statement(p.id, p.digest, recipient.member_id)
+    document = {
+        "key_id": recipient.credentials.signing.key_id,
+        "signature": crypto.b64encode(recipient.credentials.signing.sign(statement)),
+    }
+    return await recipient.request("POST", f"/v1/packets/{p.id}/acknowledgement", document)
+
+
+async def _decide(c: Clients, p: Packet, decision: str) -> Any:
+    manager = c["manager"]
+    return await manager.request("POST", f"/v1/approvals/{p.id}", manager.approval_for(p.id, p.digest, decision))
+
+
+async def _approve(c: Clients, p: Packet) -> Any:
+    return await _decide(c, p, "approve")
+
+
+async def _refuse(c: Clients, p: Packet) -> Any:
+    return await _decide(c, p, "refuse")
+
+
+#: Each step a test may try: how to send it, and what it is in the lifecycle.
+STEPS: dict[str, tuple[Call, Step]] = {
+    "open": (_open, Step.OPEN),
+    "ack": (_ack, Step.ACKNOWLEDGE),
+    "approve": (_approve, Step.APPROVE),
+    "refuse": (_refuse, Step.REFUSE),
+}
+
+
+def apply(state: State, step: Step) -> tuple[State, int]:
+    """The pure model: the state after ``step`` and how many ledger entries it writes; raises if refused."""
+    if step in (Step.APPROVE, Step.REFUSE):
+        approval = lifecycle.next_approval_state(state.approval, step, Party.APPROVER)
+        if state.packet is PacketState.AWAITING_APPROVAL:
+            packet = lifecycle.next_packet_state(state.packet, step, Party.APPROVER)
+            copy_step = Step.RELEASE if step is Step.APPROVE else Step.WITHDRAW
+            copy = lifecycle.next_delivery_state(state.copy, copy_step, Party.SYSTEM)
+            entries = 1 + (1 if copy.ledger_type else 0)
+            return State(packet.next, approval.next, copy.next), entries
+        return State(state.packet, approval.next, state.copy), 1
+    if step is Step.OPEN and state.copy is not DeliveryState.DELIVERED:
+        # A later fetch reads the packet again and changes nothing.
+        if state.copy in lifecycle.OPENABLE:
+            return state, 0
+        raise lifecycle.TransitionNotAllowed("not openable")
+    copy = lifecycle.next_delivery_state(state.copy, step, Party.RECIPIENT)
+    return State(state.packet, state.approval, copy.next), 1 if copy.ledger_type else 0
+
+
+def outcomes_of(state: State, steps: list[Step]) -> set[tuple[State, int]]:
+    """Every (state, entries written) some order of ``steps`` leads to, if all of them apply."""
+    found = set()
+    for order in itertools.permutations(steps):
+        current, written = state, 0
+        try:
+            for step in order:
+                current, entries = apply(current, step)
+                written += entries
+        except lifecycle.TransitionNotAllowed:
+            continue
+        found.add((current, written))
+    return found
+
+
+async def observe(sender: ExchangeClient, auditor: ExchangeClient, packet_id: str) -> tuple[State, int]:
+    outbox = await sender.outbox()
+    mine = next(p for p in outbox if p["packet_id"] == packet_id)
+    state = State(
+        PacketState(mine["status"]), ApprovalState(mine["approval"]), DeliveryState(mine["recipients"][0]["status"])
+    )
+    entries = await auditor.request("GET", f"/v1/ledger/entries?packet={packet_id}&limit=1000")
+    return state, len(entries["entries"])
+
+
+rounds = st.lists(st.lists(st.sampled_from(sorted(STEPS)), min_size=1, max_size=4), min_size=1, max_size=4)
+
+
+@settings(suppress_health_check=[HealthCheck.function_scoped_fixture], deadline=None)
+@given(held=st.booleans(), plan=rounds)
+async def test_random_interleavings_never_reach_an_illegal_state(
+    deployment: Deployment, held: bool, plan: list[list[str]]
+) -> None:
+    """Whatever steps race, the server ends where the lifecycle says, with one ledger entry per transition."""
+    duty_id = deployment.credentials("csc-duty").member_id or ""
+    clients = {
+        "sender": deployment.client("school-dsl"),
+        "recipient": deployment.client("csc-duty"),
+        "manager": deployment.client("school-head"),
+        "auditor": deployment.client("auditor"),
+    }
+    for client in clients.values():
+        await client.__aenter__()
+    try:
+        packet_file = referral_without_consent([duty_id]) if held else referral([duty_id])
+        sent = await clients["sender"].send(packet_file)
+        packet = Packet(sent["packet_id"], sent["manifest_digest"], duty_id)
+        state, entries = await observe(clients["sender"], clients["auditor"], packet.id)
+        for round_steps in plan:
+            results = await asyncio.gather(
+                *(STEPS[name][0](clients, packet) for name in round_steps), return_exceptions=True
+            )
+            for result in results:
+                if isinstance(result, ApiError):
+                    assert result.http_status in (403, 404, 409, 410), result.problem
+                else:
+                    assert not isinstance(result, BaseException), repr(result)
+            outcome = zip(round_steps, results, strict=True)
+            succeeded = [STEPS[name][1] for name, r in outcome if not isinstance(r, ApiError)]
+            after, after_entries = await observe(clients["sender"], clients["auditor"], packet.id)
+            possible = outcomes_of(state, succeeded)
+            assert (after, after_entries - entries) in possible, (state, round_steps, results, after, possible)
+            state, entries = after, after_entries
+    finally:
+        for client in clients.values():
+            await client.__aexit__(None, None, None)
