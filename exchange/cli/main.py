@@ -21,6 +21,7 @@ from exchange import bootstrap
 from exchange.cli import output
 from exchange.client import ApiError, ExchangeClient
 from exchange.config import Config
+from exchange.democlock import FileOffsetClock
 from exchange.domain import utc_now
 from exchange.errors import ExchangeError, InvalidRequest
 from exchange.keyfile import MemberCredentials
@@ -111,6 +112,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--seed-demo", action="store_true", help="on first run, create the demo directory")
     p.add_argument("--demo-keys-dir", type=Path, help="where demo members' key files go (default: KEYS/demo)")
+    p.add_argument(
+        "--demo-clock",
+        type=Path,
+        metavar="FILE",
+        help="(demonstrations only, with --seed-demo) move the server's clock by the seconds written in FILE",
+    )
+    p.add_argument(
+        "--deadline-check-seconds",
+        type=float,
+        default=Config.deadline_check_seconds,
+        help="how often overdue work is looked for (default: %(default)s)",
+    )
     p.set_defaults(func=_serve)
 
     keys = sub.add_parser("keys", help="member keys").add_subparsers(dest="keys_command", required=True)
@@ -298,6 +311,10 @@ def _serve(args: argparse.Namespace) -> int:
         raise InvalidRequest("Refusing to serve plain HTTP on a non-loopback address: give --tls-cert and --tls-key.")
     if args.max_concurrent_requests < 1:
         raise InvalidRequest("--max-concurrent-requests must be at least 1.")
+    if args.demo_clock is not None and not args.seed_demo:
+        raise InvalidRequest("--demo-clock is for demonstrations only: it needs --seed-demo.")
+    if args.deadline_check_seconds <= 0:
+        raise InvalidRequest("--deadline-check-seconds must be more than 0.")
     config = config_from(
         args,
         host=args.host,
@@ -305,6 +322,7 @@ def _serve(args: argparse.Namespace) -> int:
         tls_cert=args.tls_cert,
         tls_key=args.tls_key,
         max_concurrent_requests=args.max_concurrent_requests,
+        deadline_check_seconds=args.deadline_check_seconds,
     )
     scheme = "https" if config.uses_tls else "http"
     url = f"{scheme}://{args.host}:{args.port}"
@@ -320,8 +338,9 @@ def _serve(args: argparse.Namespace) -> int:
         context.minimum_version = ssl.TLSVersion.TLSv1_2
         context.load_cert_chain(str(config.tls_cert), str(config.tls_key))
     print(f"Safeguarding Exchange listening on {url}  (Ctrl-C to stop)", file=sys.stderr)
+    clock = FileOffsetClock(args.demo_clock.resolve()) if args.demo_clock is not None else utc_now
     web.run_app(
-        build_app(config),
+        build_app(config, clock=clock),
         host=args.host,
         port=args.port,
         ssl_context=context,
