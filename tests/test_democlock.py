@@ -24,9 +24,9 @@ def test_the_clock_follows_the_offset_file(tmp_path: Path) -> None:
 
 def test_serve_refuses_a_demo_clock_outside_a_demo(tmp_path: Path) -> None:
     """A real deployment always runs on the real clock: --demo-clock needs --seed-demo."""
+    folders = ["--data-dir", str(tmp_path / "var"), "--keys-dir", str(tmp_path / "keys")]
     result = subprocess.run(
-        [sys.executable, "-m", "exchange.cli.main", "serve", "--data-dir", str(tmp_path / "var")]
-        + ["--keys-dir", str(tmp_path / "keys"), "--demo-clock", str(tmp_path / "offset")],
+        [sys.executable, "-m", "exchange.cli.main", "serve", *folders, "--demo-clock", str(tmp_path / "offset")],
         capture_output=True,
         text=True,
         timeout=60,
