@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import json
 import ssl
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from types import TracebackType
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import quote, urlencode
 
 import aiohttp
 from yarl import URL
@@ -75,8 +75,11 @@ class ExchangeClient:
         *,
         ssl_context: ssl.SSLContext | None = None,
         linkage_key: bytes | None = None,
+        clock: Callable[[], datetime] = utc_now,
     ) -> None:
         self.base_url = base_url.rstrip("/")
+        #: The time requests are signed at (RFC 9421 ``created``); tests share the server's moved clock.
+        self.clock = clock
         self.credentials = credentials
         self.linkage_key = linkage_key
         self._ssl = ssl_context
@@ -112,7 +115,7 @@ class ExchangeClient:
         if document is not None:
             headers["Content-Type"] = "application/json"
         if signed:
-            headers |= httpsig.sign_request(method, url, body, self.credentials.signing)
+            headers |= httpsig.sign_request(method, url, body, self.credentials.signing, now=self.clock())
         async with self._session.request(method, url, data=body or None, headers=headers) as response:
             raw = await response.read()
             try:
@@ -129,7 +132,7 @@ class ExchangeClient:
             raise RuntimeError("Use the client as 'async with ExchangeClient(...) as client'.")
         # Sign the URL exactly as aiohttp will send it (yarl normalises percent-escapes such as %2C).
         url = str(URL(self.base_url + path))
-        headers = httpsig.sign_request(method, url, b"", self.credentials.signing)
+        headers = httpsig.sign_request(method, url, b"", self.credentials.signing, now=self.clock())
         async with self._session.request(method, url, headers=headers) as response:
             if response.status >= 400:
                 try:
@@ -245,7 +248,7 @@ class ExchangeClient:
         manifest: dict[str, Any] = {
             "version": 1,
             "packet_id": packet_id,
-            "created": iso(now or utc_now()),
+            "created": iso(now or self.clock()),
             "sender": {
                 "member": self.member_id,
                 "agency": self.credentials.agency_id,
@@ -353,6 +356,20 @@ class ExchangeClient:
                 "signature": crypto.b64encode(self.credentials.signing.sign(statement)),
             },
         )
+
+    # ------------------------------------------------------------------ escalations
+
+    async def escalations(self, state: str | None = None, cursor: str | None = None, limit: int | None = None) -> Any:
+        """One page of the overdue obligations this member may see: ``{"escalations": [...], "next_cursor": ...}``.
+
+        ``state="open"`` keeps those neither acknowledged nor resolved; pass ``next_cursor`` back as
+        ``cursor`` for the next page (or use ``every("/v1/escalations", "escalations")`` for all).
+        """
+        return await self.page("/v1/escalations", state=state, cursor=cursor, limit=limit)
+
+    async def acknowledge_escalation(self, escalation_id: str) -> Any:
+        """Record that you have taken an escalation in hand (once; a second time is 409)."""
+        return await self.request("POST", f"/v1/escalations/{quote(escalation_id, safe='')}/acknowledgement")
 
 
 def open_fetched(fetched: Mapping[str, Any], credentials: MemberCredentials) -> OpenedPacket:

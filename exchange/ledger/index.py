@@ -28,6 +28,11 @@ def entry_refs(entry: Mapping[str, Any]) -> list[tuple[str, str]]:
         ("agency", actor.get("agency")),
         ("agency", details.get("agency")),
         ("agency", details.get("recipient_agency")),
+        # An escalation is about who owes something and who is waiting for it.
+        ("member", details.get("owed_by_member")),
+        ("member", details.get("owed_to_member")),
+        ("agency", details.get("owed_by_agency")),
+        ("agency", details.get("owed_to_agency")),
         ("request", entry.get("request")),
         ("request", details.get("request")),
         ("request", details.get("in_reply_to")),

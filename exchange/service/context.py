@@ -17,6 +17,7 @@ from exchange.record import Record
 from exchange.store import Store, Transaction
 
 if TYPE_CHECKING:
+    from exchange.service.deadlines import DeadlineWorker
     from exchange.service.ledger import HeadSigner
 
 
@@ -49,6 +50,8 @@ class ServiceContext:
     ledger_grew: asyncio.Event = field(default_factory=asyncio.Event)
     #: The background tree-head signer, when a server runs one (offline commands do not).
     head_signer: HeadSigner | None = None
+    #: The background deadline worker, when a server runs one.
+    deadlines: DeadlineWorker | None = None
 
     @asynccontextmanager
     async def change(self) -> AsyncIterator[Change]:

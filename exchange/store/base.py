@@ -83,6 +83,10 @@ class Transaction(ABC):
         """Delete the sealed body and every sealed key of the packet; its record and manifest stay."""
 
     @abstractmethod
+    async def remove_sealed_key(self, packet_id: str, member_id: str) -> None:
+        """Delete one recipient's sealed key (a copy that can no longer be opened); the record stays."""
+
+    @abstractmethod
     async def insert_delivery(self, delivery: DeliveryRecord) -> None: ...
 
     @abstractmethod
@@ -138,6 +142,19 @@ class Transaction(ABC):
         """Compare-and-set ``open`` → ``fired``; False if it was no longer open."""
 
     @abstractmethod
+    async def get_obligation(self, obligation_id: str) -> Obligation | None:
+        """The obligation as this transaction sees it (the deadline worker re-reads before acting)."""
+
+    @abstractmethod
+    async def settle_obligation(self, obligation_id: str, state: str, when: str) -> bool:
+        """Compare-and-set one obligation ``open`` → ``met`` or ``cancelled``; False if it was no longer
+        open. Unlike :meth:`settle_obligations`, an obligation that already fired is left as it is."""
+
+    @abstractmethod
+    async def info_request_state(self, request_id: str) -> str | None:
+        """The state of an information request (``open``, ``answered``...), None if there is none."""
+
+    @abstractmethod
     async def insert_escalation(self, escalation: Escalation) -> None: ...
 
     @abstractmethod
@@ -150,6 +167,10 @@ class Transaction(ABC):
     @abstractmethod
     async def take_lease(self, name: str, holder: str, now: str, expires: str) -> bool:
         """Take or renew the named lease if it is free, expired, or already ``holder``'s."""
+
+    @abstractmethod
+    async def release_lease(self, name: str, holder: str) -> None:
+        """Give up the named lease if ``holder`` has it, so another instance need not wait for it to lapse."""
 
     # -- ledger
     @abstractmethod

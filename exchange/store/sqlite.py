@@ -366,6 +366,12 @@ class _SqliteTransaction(Transaction):
         await self._db.execute("UPDATE deliveries SET sealed_key = X'' WHERE packet_id = ?", (packet_id,))
         await self._db.execute("UPDATE loop_statements SET sealed_note = NULL WHERE packet_id = ?", (packet_id,))
 
+    async def remove_sealed_key(self, packet_id: str, member_id: str) -> None:
+        await self._db.execute(
+            "UPDATE deliveries SET sealed_key = X'' WHERE packet_id = ? AND recipient_member = ?",
+            (packet_id, member_id),
+        )
+
     async def insert_delivery(self, delivery: DeliveryRecord) -> None:
         await self._db.execute(
             "INSERT INTO deliveries (packet_id, recipient_member, recipient_agency, encryption_key, sealed_key,"
@@ -497,6 +503,25 @@ class _SqliteTransaction(Transaction):
         )
         return cur.rowcount == 1
 
+    async def get_obligation(self, obligation_id: str) -> Obligation | None:
+        async with self._db.execute("SELECT * FROM obligations WHERE id = ?", (obligation_id,)) as cur:
+            row = await cur.fetchone()
+        return _obligation(row) if row is not None else None
+
+    async def settle_obligation(self, obligation_id: str, state: str, when: str) -> bool:
+        if state not in ("met", "cancelled"):
+            raise ValueError(f"an obligation is settled as met or cancelled, not {state!r}")
+        cur = await self._db.execute(
+            "UPDATE obligations SET state = ?, settled_at = ? WHERE id = ? AND state = 'open'",
+            (state, when, obligation_id),
+        )
+        return cur.rowcount == 1
+
+    async def info_request_state(self, request_id: str) -> str | None:
+        async with self._db.execute("SELECT state FROM info_requests WHERE id = ?", (request_id,)) as cur:
+            row = await cur.fetchone()
+        return str(row[0]) if row is not None else None
+
     async def insert_escalation(self, escalation: Escalation) -> None:
         names = list(Escalation.__dataclass_fields__)
         await self._db.execute(_insert("escalations", names), [getattr(escalation, n) for n in names])
@@ -521,6 +546,9 @@ class _SqliteTransaction(Transaction):
             (name, holder, expires, now),
         )
         return cur.rowcount == 1
+
+    async def release_lease(self, name: str, holder: str) -> None:
+        await self._db.execute("DELETE FROM leases WHERE name = ? AND holder = ?", (name, holder))
 
     async def append_event(self, build_entry: Callable[[int], bytes]) -> tuple[int, bytes, bytes]:
         async with self._db.execute("SELECT COALESCE(MAX(seq) + 1, 0) FROM ledger_entries") as cur:

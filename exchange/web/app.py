@@ -13,9 +13,10 @@ from exchange.domain import utc_now
 from exchange.policy import load_catalogue
 from exchange.record import Record
 from exchange.service.context import ServiceContext
+from exchange.service.deadlines import DeadlineWorker
 from exchange.service.ledger import HeadSigner
 from exchange.store import open_store
-from exchange.web import approval_handlers, handlers, ledger_handlers
+from exchange.web import approval_handlers, escalation_handlers, handlers, ledger_handlers
 from exchange.web.auth import RATE_LIMITER, _RateLimiter, auth_middleware, request_id_middleware
 from exchange.web.keys import CONFIG, CONTEXT, RECORD
 from exchange.web.limits import IN_FLIGHT, InFlight, capacity_middleware
@@ -46,10 +47,14 @@ def build_app(
         signer = HeadSigner(ctx)
         ctx.head_signer = signer
         await signer.start()
+        deadlines = DeadlineWorker(ctx)
+        ctx.deadlines = deadlines
+        await deadlines.start()
         record.log.info("server.started", host=config.host, port=config.port, tls=config.uses_tls)
         try:
             yield
         finally:
+            await deadlines.stop()
             await signer.stop()
             record.log.info("server.stopped")
             await store.close()
@@ -59,4 +64,5 @@ def build_app(
     app.add_routes(handlers.routes())
     app.add_routes(approval_handlers.routes())
     app.add_routes(ledger_handlers.routes())
+    app.add_routes(escalation_handlers.routes())
     return app
