@@ -321,7 +321,7 @@ async def test_running_the_worker_twice_raises_each_escalation_once(deployment: 
     sent = await _send(deployment, referral([_id(deployment, "csc-duty")]))
     _move_to(deployment, await _due(deployment, sent["packet_id"], "ack"), hours=25)
     worker = _worker(deployment)
-    rounds = await asyncio.gather(worker.run_once(), worker.run_once(), worker.run_once())
+    rounds = [*await asyncio.gather(worker.run_once(), worker.run_once(), worker.run_once())]
     rounds.append(await worker.run_once())
     escalated = [oid for done in rounds for oid in done.escalated]
     assert sorted(escalated) == sorted(
@@ -406,7 +406,7 @@ async def test_a_lease_left_by_a_crashed_server_lapses(servers: Servers) -> None
     """A lease whose holder vanished without giving it up is taken over once it has lapsed, not before."""
     running = await servers.start()
     lease = _ctx(running).config.deadline_lease_seconds
-    crashed_at = utc_now() + timedelta(seconds=lease + 5)  # the running server's own first lease has lapsed
+    crashed_at = utc_now() + timedelta(seconds=lease + 5)
     _move_to(running, crashed_at)
     crashed = DeadlineWorker(_ctx(running), holder="inst_crashed")
     assert (await crashed.run_once()).ran  # took the lease, then "crashed": it never gives it up

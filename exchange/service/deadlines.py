@@ -115,7 +115,7 @@ class DeadlineWorker:
             if not await tx.take_lease(LEASE, self.holder, iso(now), iso(expires)):
                 return Round(ran=False)
             due = await tx.due_obligations(iso(now), BATCH)
-        done = Round(ran=True, more=len(due) >= BATCH)
+        done = Round(ran=True)
         for obligation in due:
             try:
                 outcome = await self._handle(obligation.id)
@@ -127,21 +127,30 @@ class DeadlineWorker:
                 )
                 outcome = "failed"
             getattr(done, outcome).append(obligation.id)
+        # A full batch means more may be due, unless every one of it failed (then wait, do not spin).
+        done.more = len(due) >= BATCH and len(done.failed) < len(due)
         self.last_round = done
+        if due:
+            self.ctx.record.log.info(
+                "deadlines.round",
+                holder=self.holder,
+                **{outcome: len(ids) for outcome, ids in done.as_json().items() if outcome != "ran"},
+            )
         return done
 
     async def _run(self) -> None:
+        # The first round comes one interval after start: start-up stays free of background writes, and
+        # whatever fell due while the server was down is still found, from the stored due times.
         interval = self.ctx.config.deadline_check_seconds
         while True:
+            await asyncio.sleep(interval)
             try:
-                done = await self.run_once()
-                if done.more:
-                    continue
+                while (await self.run_once()).more:
+                    pass
             except asyncio.CancelledError:
                 raise
             except Exception as error:  # noqa: BLE001 - the worker must survive a failing round
                 self.ctx.record.log.error("deadlines.round_failed", error_type=type(error).__name__)
-            await asyncio.sleep(interval)
 
     async def _handle(self, obligation_id: str) -> str:
         async with self.ctx.change() as change:
