@@ -52,7 +52,7 @@ class Deployment:
 
     def client(self, label: str) -> ExchangeClient:
         linkage = bytes.fromhex((self.key_dir / "linkage.key").read_text().strip())
-        return ExchangeClient(self.url, self.credentials(label), linkage_key=linkage, clock=self.clock)
+        return ExchangeClient(self.url, self.credentials(label), linkage_key=linkage)
 
     @property
     def server_public_key(self) -> bytes:
