@@ -363,11 +363,12 @@ class ExchangeClient:
 
     async def _seal_note_to(self, member: str, note: Mapping[str, Any], context: str) -> tuple[bytes, str]:
         """Seal ``note`` to ``member``'s current encryption key, checked against its key id."""
-        found = await self.resolve_recipients([member])
-        if not found:
-            raise InvalidRequest("A note cannot be sealed to yourself.")
-        sealed = crypto.seal_note(note, member, found[0].key_id, found[0].public_bytes, context=context)
-        return sealed, found[0].key_id
+        if member == self.member_id:
+            key_id, public = self.credentials.encryption.key_id, self.credentials.encryption.public_bytes
+        else:
+            [found] = await self.resolve_recipients([member])
+            key_id, public = found.key_id, found.public_bytes
+        return crypto.seal_note(note, member, key_id, public, context=context), key_id
 
     def _loop_document(self, statement: bytes, sealed: bytes | None, note_key: str | None) -> dict[str, Any]:
         document = {
