@@ -38,6 +38,20 @@ FOLLOWS: Mapping[str | None, frozenset[str]] = {
     CONFIRM: frozenset(),
 }
 
+#: The last step a recipient's loop shows in each copy state (a loop cut short by the server shows).
+LAST_STEP: Mapping[str, str | None] = {
+    "pending": None,
+    "withdrawn": None,
+    "delivered": None,
+    "opened": None,
+    "acknowledged": None,
+    "recalled": None,
+    "undelivered": None,
+    "action_reported": REPORT,
+    "queried": QUERY,
+    "confirmed": CONFIRM,
+}
+
 #: Longest narrative, question or advice a client seals (UTF-8 bytes): a note, not a document.
 NOTE_MAX_BYTES = 8000
 
@@ -225,7 +239,7 @@ class Loop:
             "packet_id": self.packet_id,
             "manifest_digest": self.manifest_digest,
             "sender": self.sender,
-            "kind": self.kind,
+            "packet_kind": self.kind,
             "recipients": [r.as_json() for r in self.recipients],
         }
 
@@ -278,11 +292,10 @@ def verify_loop(document: Mapping[str, Any], credentials: MemberCredentials) -> 
             if statement.step not in FOLLOWS[previous]:
                 raise CryptoError(f"In the loop of {member}, a {statement.step} cannot follow a {previous}.")
             previous = statement.step
-        entries.append(
-            RecipientLoop(
-                member, str(addressed[member]), str(entry.get("status")), str(entry.get("loop")), tuple(ordered)
-            )
-        )
+        status = str(entry.get("status"))
+        if status in LAST_STEP and LAST_STEP[status] != previous:
+            raise CryptoError(f"The loop of {member} is {status} but its last statement is {previous or 'none'}.")
+        entries.append(RecipientLoop(member, str(addressed[member]), status, str(entry.get("loop")), tuple(ordered)))
     return Loop(packet_id, digest, str(sender["member"]), str(manifest.get("kind")), tuple(entries))
 
 

@@ -345,6 +345,38 @@ async def test_tampering_with_a_stored_note_or_statement_is_caught(deployment: D
         assert (await dsl.loop(packet_id)).recipients[0].statements[0].note == {"narrative": NARRATIVE}
 
 
+async def test_attack_a_note_moved_or_statements_reordered_in_the_database(deployment: Deployment) -> None:
+    """A note moved onto another report, or a loop cut short, is caught; statements stored out of order still
+    read in chain order."""
+    packet_id = await _referred_and_acknowledged(deployment)
+    duty = _id(deployment, "csc-duty")
+    async with deployment.client("csc-duty") as recipient:
+        first = await recipient.report(packet_id, "referred_on", "Referred to the early help hub.")
+    async with deployment.client("school-dsl") as dsl:
+        await dsl.query(packet_id, duty, "Which hub?")
+    async with deployment.client("csc-duty") as recipient:
+        second = await recipient.report(packet_id, "referred_on", "The north hub.")
+    with _db(deployment) as db:
+        db.execute(
+            "UPDATE loop_statements SET created = '2000-01-01T00:00:00.000Z' WHERE id = ?", (second["statement_id"],)
+        )
+    async with deployment.client("school-dsl") as dsl:
+        ordered = (await dsl.loop(packet_id)).recipient(duty).statements
+        assert [s.step for s in ordered] == ["report", "query", "report"]
+        with _db(deployment) as db:
+            db.execute(
+                "UPDATE loop_statements SET sealed_note = (SELECT sealed_note FROM loop_statements WHERE id = ?)"
+                " WHERE id = ?",
+                (first["statement_id"], second["statement_id"]),
+            )
+        with pytest.raises(CryptoError):
+            await dsl.loop(packet_id)
+        with _db(deployment) as db:
+            db.execute("DELETE FROM loop_statements WHERE id = ?", (second["statement_id"],))
+        with pytest.raises(CryptoError, match="last statement"):
+            await dsl.loop(packet_id)
+
+
 async def test_a_statement_answering_an_old_statement_is_refused(deployment: Deployment) -> None:
     """After a query, a report that answers nothing (not the query) is stale: 409, nothing recorded."""
     packet_id = await _referred_and_acknowledged(deployment)

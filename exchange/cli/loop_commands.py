@@ -159,7 +159,7 @@ def _note_line(statement: Mapping[str, Any]) -> str | None:
 
 def _print_loop(result: Mapping[str, Any]) -> str:
     lines = [
-        f"Packet {result['packet_id']} ({result['kind']}) from {result['sender']}:"
+        f"Packet {result['packet_id']} ({result['packet_kind']}) from {result['sender']}:"
         " every statement below was verified on this machine."
     ]
     if not result["recipients"]:
