@@ -19,7 +19,7 @@ from urllib.parse import quote, urlencode
 import aiohttp
 from yarl import URL
 
-from exchange import crypto, httpsig, identifiers, policy, statements
+from exchange import crypto, feedback, httpsig, identifiers, policy, statements
 from exchange.domain import SHARING_ROLES, iso, new_id, utc_now
 from exchange.errors import CryptoError, ExchangeError, InvalidRequest
 from exchange.keyfile import MemberCredentials
@@ -370,6 +370,104 @@ class ExchangeClient:
     async def acknowledge_escalation(self, escalation_id: str) -> Any:
         """Record that you have taken an escalation in hand (once; a second time is 409)."""
         return await self.request("POST", f"/v1/escalations/{quote(escalation_id, safe='')}/acknowledgement")
+
+    # ------------------------------------------------------------------ the feedback loop
+
+    async def loop(self, packet_id: str) -> feedback.Loop:
+        """The packet's loop as this member may see it, verified here (ids, signatures, manifest digest,
+        the chain), with the notes meant for this member opened; :class:`CryptoError` if anything was changed."""
+        return feedback.verify_loop(await self.request("GET", f"/v1/packets/{packet_id}/loop"), self.credentials)
+
+    async def _seal_note_to(self, member: str, note: Mapping[str, Any], context: str) -> tuple[bytes, str]:
+        """Seal ``note`` to ``member``'s current encryption key, checked against its key id."""
+        if member == self.member_id:
+            key_id, public = self.credentials.encryption.key_id, self.credentials.encryption.public_bytes
+        else:
+            [found] = await self.resolve_recipients([member])
+            key_id, public = found.key_id, found.public_bytes
+        return crypto.seal_note(note, member, key_id, public, context=context), key_id
+
+    def _loop_document(self, statement: bytes, sealed: bytes | None, note_key: str | None) -> dict[str, Any]:
+        document = {
+            "key_id": self.credentials.signing.key_id,
+            "signature": crypto.b64encode(self.credentials.signing.sign(statement)),
+        }
+        if sealed is not None and note_key is not None:
+            document |= {"sealed_note": crypto.b64encode(sealed), "note_key": note_key}
+        return document
+
+    async def report(self, packet_id: str, action: str, narrative: str | None = None) -> Any:
+        """Report what this recipient did or will do (``exchange actions`` lists the codes), with an
+        optional narrative sealed to the sender; a report after the sender's query answers it."""
+        loop = await self.loop(packet_id)
+        mine = next((r for r in loop.recipients if r.member == self.member_id), None)
+        answers = mine.latest.id if mine is not None and mine.latest is not None else None
+        text = feedback.note_text(narrative, "narrative")
+        feedback.check_action(loop.kind, action, has_narrative=text is not None)
+        sealed = note_key = None
+        if text is not None:
+            context = feedback.note_context(feedback.REPORT, packet_id, self.member_id, answers)
+            sealed, note_key = await self._seal_note_to(loop.sender, {"narrative": text}, context)
+        statement = statements.loop_statement(
+            feedback.REPORT,
+            packet_id,
+            loop.manifest_digest,
+            self.member_id,
+            self.member_id,
+            action=action,
+            note_digest=crypto.digest_text(sealed) if sealed is not None else None,
+            answers=answers,
+        )
+        document = {"action": action, "answers": answers} | self._loop_document(statement, sealed, note_key)
+        return await self.request("POST", f"/v1/packets/{packet_id}/reports", document)
+
+    async def _review(self, packet_id: str, recipient: str, decision: str, question: str | None) -> Any:
+        loop = await self.loop(packet_id)
+        entry = next((r for r in loop.recipients if r.member == recipient), None)
+        if entry is None or entry.latest is None:
+            state = f" (it is {entry.words})" if entry is not None else ""
+            raise InvalidRequest(f"{recipient} has not reported any action on {packet_id} yet{state}.")
+        answers = entry.latest.id
+        sealed = note_key = None
+        if question is not None:
+            context = feedback.note_context(feedback.QUERY, packet_id, recipient, answers)
+            sealed, note_key = await self._seal_note_to(recipient, {"question": question}, context)
+        statement = statements.loop_statement(
+            decision,
+            packet_id,
+            loop.manifest_digest,
+            recipient,
+            self.member_id,
+            note_digest=crypto.digest_text(sealed) if sealed is not None else None,
+            answers=answers,
+        )
+        document = {"decision": decision, "answers": answers} | self._loop_document(statement, sealed, note_key)
+        return await self.request("POST", f"/v1/packets/{packet_id}/recipients/{recipient}/review", document)
+
+    async def confirm(self, packet_id: str, recipient: str) -> Any:
+        """As the sender, confirm the recipient's latest action report: their loop is closed."""
+        return await self._review(packet_id, recipient, feedback.CONFIRM, None)
+
+    async def query(self, packet_id: str, recipient: str, question: str) -> Any:
+        """As the sender, query the recipient's latest action report; the question is sealed to them
+        and they owe an answer (another report) by the catalogue's deadline."""
+        text = feedback.note_text(question, "question")
+        if text is None:
+            raise InvalidRequest("A query needs a question.")
+        return await self._review(packet_id, recipient, feedback.QUERY, text)
+
+    async def reply(self, packet_id: str, advice: str) -> Any:
+        """As the adviser, answer an anonymous consultation: acknowledge it if not yet done, then report
+        ``advice_given`` with the advice sealed to the practitioner who asked."""
+        loop = await self.loop(packet_id)
+        if loop.kind != "consultation":
+            raise InvalidRequest("'reply' answers an anonymous consultation; report the action on other packets.")
+        mine = loop.recipient(self.member_id)
+        acknowledged = None
+        if mine.status in ("delivered", "opened"):
+            acknowledged = await self.acknowledge(packet_id)
+        result = await self.report(packet_id, "advice_given", advice)
+        return dict(result) | {"acknowledged": acknowledged}
 
 
 def open_fetched(fetched: Mapping[str, Any], credentials: MemberCredentials) -> OpenedPacket:

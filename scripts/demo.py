@@ -2,7 +2,8 @@
 
 Starts a real server in a temporary directory with the demo directory, then: a school's
 designated safeguarding lead refers a child to children's social care, which opens, verifies
-and acknowledges it; a packet that breaks the rules is refused with its explanation; a referral
+and acknowledges it, reports the action it will take, answers the DSL's query and has its report
+confirmed (the loop closed); a packet that breaks the rules is refused with its explanation; a referral
 without consent waits for the headteacher's signed approval before delivery; finally the
 partnership's auditor exports the ledger and verifies it offline, and a hand-tampered copy fails.
 Exits non-zero as soon as any step does not do what it should.
@@ -112,6 +113,28 @@ def main() -> int:
     return 0
 
 
+def run_loop(packet_id: str, dsl: list[str], duty: list[str], duty_id: str) -> None:
+    """The feedback loop: never assume another professional acted, find out what they will do."""
+    say("The social worker reports what they will do: an action code, a narrative sealed to the DSL, signed")
+    exchange("actions", "--kind", "referral")
+    first = "Strategy discussion with police and health tomorrow at 10:00; s.47 enquiry opened."
+    exchange("report", packet_id, "--action", "strategy_discussion_s47_enquiry", "--narrative", first, *duty)
+
+    say("The DSL reads the loop (every statement verified locally, the narrative opened) and asks a question")
+    exchange("loop", packet_id, *dsl)
+    exchange("query", packet_id, "--recipient", duty_id, "--question", "Should the school attend the discussion?", *dsl)
+
+    say("The social worker answers the query with another report; the DSL confirms it and the loop is closed")
+    exchange("loop", packet_id, *duty)
+    answer = "Yes: the class teacher and the DSL are invited."
+    exchange("report", packet_id, "--action", "strategy_discussion_s47_enquiry", "--narrative", answer, *duty)
+    exchange("confirm", packet_id, "--recipient", duty_id, *dsl)
+    outbox = as_json("outbox", *dsl)
+    if outbox["packets"][0]["recipients"][0]["status"] != "confirmed":
+        fail("the outbox does not show the loop closed")
+    exchange("outbox", *dsl)
+
+
 def run_story(work: Path, keys: Path) -> None:
     dsl, head, duty = (["--key", str(keys / f"{who}.json")] for who in ("school-dsl", "school-head", "csc-duty"))
     auditor = ["--key", str(keys / "auditor.json")]
@@ -147,6 +170,8 @@ def run_story(work: Path, keys: Path) -> None:
     if outbox["packets"][0]["recipients"][0]["status"] != "acknowledged":
         fail("the outbox does not show the acknowledgement")
     exchange("outbox", *dsl)
+
+    run_loop(packet_id, dsl, duty, duty_id)
 
     say("A packet that breaks the rules is refused, with every broken rule explained (nothing is delivered)")
     bad = referral([duty_id])

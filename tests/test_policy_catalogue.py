@@ -198,6 +198,7 @@ def test_exchange_purposes_lists_every_purpose() -> None:
         "ack": {"working_days": 1},
         "action": "PT24H",
         "approval": {"working_days": 1},
+        "query": {"working_days": 1},
     }
     assert "child_name" in referral["identifying_fields"]
     assert "injuries_observed" in referral["special_category_fields"]

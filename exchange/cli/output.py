@@ -96,9 +96,13 @@ def _outbox(result: Mapping[str, Any]) -> str:
     for packet in packets:
         lines.append(f"  {_packet_line(packet)}  [{packet['status']}]")
         for r in packet["recipients"]:
+            action = f"; latest action: {r['action']}" if r.get("action") else ""
+            lines.append(f"      to {r['member']}: {r.get('loop') or r['status']}{action}")
             lines.append(
-                f"      to {r['member']}: {r['status']}  delivered {local_time(r['delivered_at'])}"
-                f"  opened {local_time(r['opened_at'])}  acknowledged {local_time(r['acknowledged_at'])}"
+                f"        delivered {local_time(r['delivered_at'])}  opened {local_time(r['opened_at'])}"
+                f"  acknowledged {local_time(r['acknowledged_at'])}"
+                + (f"  reported {local_time(r['reported_at'])}" if r.get("reported_at") else "")
+                + (f"  confirmed {local_time(r['confirmed_at'])}" if r.get("confirmed_at") else "")
             )
     return "\n".join(lines)
 

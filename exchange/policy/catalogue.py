@@ -72,11 +72,13 @@ class FieldDefinition:
 
 @dataclass(frozen=True)
 class UrgencyDeadlines:
-    """How long the recipient has to acknowledge and to report action, and a manager to approve."""
+    """How long the recipient has to acknowledge and to report action, a manager to approve, and the
+    recipient to answer the sender's query about their action report (with another report)."""
 
     ack: Span
     action: Span
     approval: Span
+    query: Span
 
 
 @dataclass(frozen=True)
@@ -371,6 +373,7 @@ class _Builder:
                     ack=Span.parse(spans["ack"]),
                     action=Span.parse(spans["action"]),
                     approval=Span.parse(spans["approval"]),
+                    query=Span.parse(spans["query"]),
                 )
             except ValueError as error:
                 self.errors.append(f"purpose {code}: deadline at {urgency}: {error}")

@@ -51,7 +51,12 @@ def render_rules(json_output: bool = False) -> str:
 
 def _deadlines_json(purpose: Purpose) -> dict[str, Any]:
     return {
-        urgency: {"ack": d.ack.as_json(), "action": d.action.as_json(), "approval": d.approval.as_json()}
+        urgency: {
+            "ack": d.ack.as_json(),
+            "action": d.action.as_json(),
+            "approval": d.approval.as_json(),
+            "query": d.query.as_json(),
+        }
         for urgency, d in purpose.deadlines.items()
     }
 
@@ -119,7 +124,8 @@ def render_purposes(catalogue: Catalogue, json_output: bool = False) -> str:
         for urgency, d in p.deadlines.items():
             lines.append(
                 f"    {urgency}: acknowledge within {d.ack.describe()}, report action within {d.action.describe()},"
-                f" manager's approval (without consent) within {d.approval.describe()}"
+                f" manager's approval (without consent) within {d.approval.describe()},"
+                f" answer a query about the report within {d.query.describe()}"
             )
         flags = [
             text

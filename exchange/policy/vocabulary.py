@@ -233,6 +233,32 @@ EXPECTED_BENEFITS = _vocab(
     }
 )
 
+#: What a recipient did or will do about a packet: the action report closing the loop (DESIGN.md
+#: section 5; guidance: "never assume another professional acted: find out what they will do").
+ACTIONS = _vocab(
+    {
+        "no_further_action": "no further action",
+        "advice_and_signposting": "advice and signposting to other services",
+        "early_help_assessment": "an early help assessment",
+        "child_in_need_assessment_s17": "a child in need assessment (Children Act 1989 s.17)",
+        "strategy_discussion_s47_enquiry": "a strategy discussion and s.47 enquiry (Children Act 1989 s.47)",
+        "referred_on": "referred on to another agency or service",
+        "information_noted": "the information was noted on the recipient's records",
+        "advice_given": "advice given in reply to an anonymous consultation",
+        "other": "something else (the narrative says what)",
+    }
+)
+
+#: An anonymous consultation identifies nobody, so nothing can be started about a family from it:
+#: the adviser advises, signposts, suggests a referral, notes it, or does nothing more.
+CONSULTATION_ACTIONS = frozenset(
+    {"advice_given", "advice_and_signposting", "referred_on", "information_noted", "no_further_action", "other"}
+)
+#: Only a consultation is answered with advice; any other packet is answered with what was done.
+CONSULTATION_ONLY_ACTIONS = frozenset({"advice_given"})
+#: Actions whose words are the whole point: the narrative (sealed to the sender) is required.
+ACTIONS_NEEDING_NARRATIVE = frozenset({"other", "advice_given"})
+
 #: What a document or image field may be. Executable or macro-bearing formats are not accepted.
 ATTACHMENT_MEDIA_TYPES = _vocab(
     {

@@ -42,7 +42,7 @@ from exchange.errors import (
     Violation,
 )
 from exchange.lifecycle import ApprovalState, DeliveryState, PacketState, Party, Step
-from exchange.service import paging, steps
+from exchange.service import loop, paging, steps
 from exchange.service.context import Change, ServiceContext
 from exchange.service.keys import current_key, verify_statement
 
@@ -478,13 +478,16 @@ async def inbox(
 async def outbox(
     ctx: ServiceContext, actor: Actor, limit: int = 100, cursor: str | None = None, states: str | None = None
 ) -> dict[str, Any]:
-    """Packets the member sent, each with every recipient's loop state in words; paged."""
+    """Packets the member sent, each with every recipient's loop state in words and their latest
+    reported action code; paged."""
     wanted = paging.states(states, PacketState)
     rows = await ctx.store.outbox(actor.member_id, limit + 1, paging.decode(cursor), wanted)
     items = []
     for packet in rows[:limit]:
         deliveries = await ctx.store.deliveries_for_packet(packet.id)
-        items.append(packet_summary(packet) | {"recipients": [delivery_json(d) for d in deliveries]})
+        actions = await loop.latest_actions(ctx, packet.id)
+        recipients = [delivery_json(d) | {"action": actions.get(d.recipient_member)} for d in deliveries]
+        items.append(packet_summary(packet) | {"recipients": recipients})
     return paging.page(items, rows, limit, lambda row: (row.created, row.id), key="packets")
 
 

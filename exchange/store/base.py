@@ -114,6 +114,10 @@ class Transaction(ABC):
     @abstractmethod
     async def insert_statement(self, statement: LoopStatement) -> None: ...
 
+    @abstractmethod
+    async def statements_for(self, packet_id: str, recipient_member: str) -> list[LoopStatement]:
+        """One recipient's loop statements as this transaction sees them (the chain is checked under the lock)."""
+
     # -- deadlines
     @abstractmethod
     async def add_obligation(self, obligation: Obligation) -> None:

@@ -437,6 +437,13 @@ class _SqliteTransaction(Transaction):
         names = list(LoopStatement.__dataclass_fields__)
         await self._db.execute(_insert("loop_statements", names), [getattr(statement, n) for n in names])
 
+    async def statements_for(self, packet_id: str, recipient_member: str) -> list[LoopStatement]:
+        async with self._db.execute(
+            "SELECT * FROM loop_statements WHERE packet_id = ? AND recipient_member = ? ORDER BY created, id",
+            (packet_id, recipient_member),
+        ) as cur:
+            return [_statement(r) for r in await cur.fetchall()]
+
     async def add_obligation(self, obligation: Obligation) -> None:
         names = list(Obligation.__dataclass_fields__)
         await self._db.execute(
