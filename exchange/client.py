@@ -64,6 +64,9 @@ class OpenedPacket:
     manifest_digest: str
     body: dict[str, Any]
     approval: dict[str, Any] | None
+    #: Set when a correction replaced this packet: the correction's id and the fields that were wrong here.
+    superseded_by: str | None = None
+    corrected_fields: tuple[str, ...] = ()
 
 
 class ExchangeClient:
@@ -432,7 +435,15 @@ def open_fetched(fetched: Mapping[str, Any], credentials: MemberCredentials) -> 
         credentials.member_id,
         _key_sealed_to(manifest, credentials),
     )
-    return OpenedPacket(fetched["packet_id"], manifest, crypto.manifest_digest(manifest), body, fetched.get("approval"))
+    return OpenedPacket(
+        fetched["packet_id"],
+        manifest,
+        crypto.manifest_digest(manifest),
+        body,
+        fetched.get("approval"),
+        superseded_by=fetched.get("superseded_by"),
+        corrected_fields=tuple(fetched.get("corrected_fields") or ()),
+    )
 
 
 def _key_sealed_to(manifest: Mapping[str, Any], credentials: MemberCredentials) -> crypto.EncryptionKey:

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -13,6 +15,7 @@ from exchange.client import ApiError, ExchangeClient
 from exchange.examples import imminent_harm, referral, referral_without_consent
 from exchange.store.sqlite import SqliteStore
 from tests.conftest import Deployment
+from tests.test_cli import cli, cli_json
 
 
 def _id(deployment: Deployment, label: str) -> str:
@@ -285,3 +288,29 @@ async def test_a_correction_held_for_approval_supersedes_only_once_delivered(dep
     assert earlier["status"] == "superseded" and earlier["superseded_by"] == held["packet_id"]
     superseded = await _entries(deployment, packet=sent["packet_id"], type="packet.superseded")
     assert [e["actor"]["member"] for e in superseded] == [_id(deployment, "school-dsl")]
+
+
+# ------------------------------------------------------------------------------------------ the CLI
+
+
+async def test_cli_correct_then_recall(deployment: Deployment, tmp_path: Path) -> None:
+    """``exchange correct`` reaches the same recipients without naming them; ``open`` warns of it; ``recall`` works."""
+    duty = _id(deployment, "csc-duty")
+    sent = await _send(deployment, [duty])
+    fixed = referral([])
+    del fixed["to"]
+    fixed["fields"]["child_address"]["value"] = "2 Example Street, Northfield"
+    packet_file = tmp_path / "correction.json"
+    packet_file.write_text(json.dumps(fixed))
+    sender = ["--key", str(deployment.key_dir / "school-dsl.json"), "--server", deployment.url]
+    recipient = ["--key", str(deployment.key_dir / "csc-duty.json"), "--server", deployment.url]
+    corrected = await cli_json("correct", sent["packet_id"], str(packet_file), "--fields", "child_address", *sender)
+    assert corrected["status"] == "delivered" and corrected["corrected_fields"] == ["child_address"]
+    shown, _ = await cli("open", sent["packet_id"], *recipient)
+    assert f"SUPERSEDED by the correction {corrected['packet_id']}" in shown and "child_address" in shown
+    inbox, _ = await cli("inbox", *recipient)
+    assert f"This corrects {sent['packet_id']}" in inbox
+    words, _ = await cli("recall", corrected["packet_id"], "--reason", "contains_error", *sender)
+    assert f"Recalled packet {corrected['packet_id']}" in words
+    _, refused = await cli("recall", sent["packet_id"], "--reason", "contains_error", *sender, expect=1)
+    assert "lifecycle.not_recallable" in refused

@@ -72,7 +72,7 @@ def _server_options(parser: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from exchange.cli import approval_commands, ledger_commands, policy_commands
+    from exchange.cli import approval_commands, ledger_commands, policy_commands, recall_commands
 
     parser = argparse.ArgumentParser(
         prog="exchange",
@@ -196,6 +196,7 @@ def build_parser() -> argparse.ArgumentParser:
     policy_commands.register(sub)
     approval_commands.register(sub)
     ledger_commands.register(sub)
+    recall_commands.register(sub)
     return parser
 
 
@@ -477,6 +478,8 @@ async def _open_work(client: ExchangeClient, args: argparse.Namespace) -> Any:
         "manifest": opened.manifest,
         "body": opened.body,
         "approval": opened.approval,
+        "superseded_by": opened.superseded_by,
+        "corrected_fields": list(opened.corrected_fields),
     }
 
 
