@@ -11,8 +11,12 @@ from typing import Any
 
 import pytest
 
+from exchange import lifecycle
 from exchange.client import ApiError, ExchangeClient
 from exchange.examples import imminent_harm, referral, referral_without_consent
+from exchange.lifecycle import ApprovalState, Party, Step
+from exchange.lifecycle import DeliveryState as D
+from exchange.lifecycle import PacketState as P
 from exchange.store.sqlite import SqliteStore
 from tests.conftest import Deployment
 from tests.test_cli import cli, cli_json
@@ -290,6 +294,27 @@ async def test_a_correction_held_for_approval_supersedes_only_once_delivered(dep
     assert [e["actor"]["member"] for e in superseded] == [_id(deployment, "school-dsl")]
 
 
+async def test_a_held_correction_of_a_packet_recalled_meanwhile_cannot_be_approved(deployment: Deployment) -> None:
+    """The correction would replace nothing: the approval is refused (409) and nothing is delivered."""
+    duty = _id(deployment, "csc-duty")
+    sent = await _send(deployment, [duty])
+    async with deployment.client("school-dsl") as dsl:
+        held = await dsl.correct(sent["packet_id"], referral_without_consent([duty]), ["child_name"])
+        await dsl.recall(sent["packet_id"], "wrong_child")
+    async with deployment.client("school-head") as head:
+        item = await head.request("GET", f"/v1/approvals/{held['packet_id']}")
+        with pytest.raises(ApiError) as refused:
+            await head.request(
+                "POST",
+                f"/v1/approvals/{held['packet_id']}",
+                head.approval_for(held["packet_id"], item["manifest_digest"]),
+            )
+        assert refused.value.http_status == 409
+        assert [p["packet_id"] for p in (await head.request("GET", "/v1/approvals"))["packets"]] == [held["packet_id"]]
+    async with deployment.client("csc-duty") as recipient:
+        assert held["packet_id"] not in [p["packet_id"] for p in await recipient.inbox()]
+
+
 # ------------------------------------------------------------------------------------------ the CLI
 
 
@@ -314,3 +339,24 @@ async def test_cli_correct_then_recall(deployment: Deployment, tmp_path: Path) -
     assert f"Recalled packet {corrected['packet_id']}" in words
     _, refused = await cli("recall", sent["packet_id"], "--reason", "contains_error", *sender, expect=1)
     assert "lifecycle.not_recallable" in refused
+
+
+# ------------------------------------------------------------------------------ the table, purely
+
+
+def test_recallable_only_while_no_copy_was_opened() -> None:
+    """Held, delivered or undelivered copies may be recalled; one opened copy stops it; so does a final packet."""
+    assert lifecycle.recallable(P.DELIVERED, [D.DELIVERED, D.UNDELIVERED])
+    assert lifecycle.recallable(P.AWAITING_APPROVAL, [D.PENDING])
+    for opened in (D.OPENED, D.ACKNOWLEDGED, D.ACTION_REPORTED, D.CONFIRMED):
+        assert not lifecycle.recallable(P.DELIVERED, [D.DELIVERED, opened])
+    for final in (P.RECALLED, P.SUPERSEDED, P.REFUSED):
+        assert not lifecycle.recallable(final, [D.DELIVERED])
+
+
+def test_an_owed_approval_is_cancelled_by_a_recall() -> None:
+    """Imminent harm sent first and recalled unopened: the approval owed after the event is cancelled."""
+    transition = lifecycle.next_approval_state(ApprovalState.OWED, Step.RECALL, Party.SENDER)
+    assert transition.next is ApprovalState.CANCELLED
+    with pytest.raises(lifecycle.NotYourStep):
+        lifecycle.next_approval_state(ApprovalState.OWED, Step.RECALL, Party.APPROVER)
