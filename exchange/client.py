@@ -388,15 +388,10 @@ class ExchangeClient:
         return await self.submit(await self.prepare(document, base_dir=base_dir), approval)
 
     async def _recipients_of(self, packet_id: str) -> list[str]:
-        cursor: str | None = None
-        while True:
-            page = await self.request("GET", "/v1/outbox" + (f"?cursor={cursor}" if cursor else ""))
-            for packet in page["packets"]:
-                if packet["packet_id"] == packet_id:
-                    return [r["member"] for r in packet["recipients"]]
-            cursor = page.get("next_cursor")
-            if not cursor:
-                raise InvalidRequest(f"Packet {packet_id} is not among the packets you sent.")
+        for packet in await self.outbox():
+            if packet["packet_id"] == packet_id:
+                return [r["member"] for r in packet["recipients"]]
+        raise InvalidRequest(f"Packet {packet_id} is not among the packets you sent.")
 
     # ------------------------------------------------------------------ subject view (auditors)
 
