@@ -25,6 +25,7 @@ from exchange.errors import CryptoError, ExchangeError, InvalidRequest
 from exchange.keyfile import MemberCredentials
 from exchange.ledger import TreeHead
 from exchange.ledger.proofs import check_head_extends, check_inclusion_answer
+from exchange.ledger.subject_export import SubjectExport, verify_subject_export
 
 #: Roles whose members receive a packet addressed to a whole agency ("agency:agy_...").
 DUTY_ROLES = frozenset(role.value for role in SHARING_ROLES)
@@ -63,6 +64,9 @@ class OpenedPacket:
     manifest_digest: str
     body: dict[str, Any]
     approval: dict[str, Any] | None
+    #: Set when a correction replaced this packet: the correction's id and the fields that were wrong here.
+    superseded_by: str | None = None
+    corrected_fields: tuple[str, ...] = ()
 
 
 class ExchangeClient:
@@ -469,6 +473,63 @@ class ExchangeClient:
         result = await self.report(packet_id, "advice_given", advice)
         return dict(result) | {"acknowledged": acknowledged}
 
+    # ------------------------------------------------------------------ recall and correction
+
+    async def recall(self, packet_id: str, reason: str) -> Any:
+        """Recall a packet you sent that no recipient has opened; ``reason`` is a code
+        (sent_to_wrong_recipient, wrong_child, contains_error, no_longer_necessary, other).
+        Once anyone has opened it the server refuses with 409: send a correction instead."""
+        return await self.request("POST", f"/v1/packets/{packet_id}/recall", {"reason": reason})
+
+    async def correct(
+        self,
+        earlier_id: str,
+        packet_file: Mapping[str, Any],
+        fields: Sequence[str],
+        *,
+        base_dir: Path | None = None,
+        approval: Mapping[str, Any] | None = None,
+    ) -> Any:
+        """Send ``packet_file`` as a correction of your packet ``earlier_id``, naming the ``fields`` that were wrong.
+
+        The correction must go to exactly the earlier packet's recipients: a packet file without
+        ``to`` is addressed to them (read from your outbox). The server refuses (422) a correction
+        to other recipients, naming a field the earlier packet did not have, or of a packet that is
+        not yours or not delivered.
+        """
+        document = dict(packet_file) | {"corrects": {"packet_id": earlier_id, "fields": list(fields)}}
+        if not document.get("to"):
+            document["to"] = await self._recipients_of(earlier_id)
+        return await self.submit(await self.prepare(document, base_dir=base_dir), approval)
+
+    async def _recipients_of(self, packet_id: str) -> list[str]:
+        for packet in await self.outbox():
+            if packet["packet_id"] == packet_id:
+                return [r["member"] for r in packet["recipients"]]
+        raise InvalidRequest(f"Packet {packet_id} is not among the packets you sent.")
+
+    # ------------------------------------------------------------------ subject view (auditors)
+
+    def pseudonym_of(self, identifier: str) -> str:
+        """The subject pseudonym of an identifier, computed here with the linkage key: the identifier is never sent."""
+        if self.linkage_key is None:
+            raise InvalidRequest("No linkage key is configured to turn the identifier into its pseudonym.")
+        return crypto.subject_pseudonym(identifier, self.linkage_key)
+
+    async def subject(self, pseudonym: str, *, start: int = 0, limit: int = 100) -> Any:
+        """(auditors) One page of the ledger events about a subject, in seq order; ``next_start`` continues."""
+        return await self.request("GET", f"/v1/ledger/subjects/{pseudonym}?start={int(start)}&limit={int(limit)}")
+
+    async def subject_export(self, pseudonym: str, server_public_key: bytes | None = None) -> tuple[str, SubjectExport]:
+        """(auditors) The subject's entries with inclusion proofs, verified here before they are returned.
+
+        Returns the export's text (to keep) and what verification found. Give the server's public
+        key to check the head's signature too. Raises :class:`exchange.errors.LedgerProofError`
+        if anything does not verify.
+        """
+        text = await self.request_text("GET", f"/v1/ledger/subjects/{pseudonym}/export")
+        return text, verify_subject_export(text.splitlines(), server_public_key, subject=pseudonym)
+
 
 def open_fetched(fetched: Mapping[str, Any], credentials: MemberCredentials) -> OpenedPacket:
     """Verify and decrypt what ``GET /v1/packets/{id}`` returned; the digest is recomputed, not trusted."""
@@ -484,7 +545,15 @@ def open_fetched(fetched: Mapping[str, Any], credentials: MemberCredentials) -> 
         credentials.member_id,
         _key_sealed_to(manifest, credentials),
     )
-    return OpenedPacket(fetched["packet_id"], manifest, crypto.manifest_digest(manifest), body, fetched.get("approval"))
+    return OpenedPacket(
+        fetched["packet_id"],
+        manifest,
+        crypto.manifest_digest(manifest),
+        body,
+        fetched.get("approval"),
+        superseded_by=fetched.get("superseded_by"),
+        corrected_fields=tuple(fetched.get("corrected_fields") or ()),
+    )
 
 
 def _key_sealed_to(manifest: Mapping[str, Any], credentials: MemberCredentials) -> crypto.EncryptionKey:

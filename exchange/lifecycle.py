@@ -124,6 +124,9 @@ APPROVAL_TRANSITIONS: Mapping[tuple[ApprovalState, Step], Transition[ApprovalSta
     (_A.AWAITING, _E.RECALL): Transition(_A.CANCELLED, Party.SENDER, None),
     (_A.OWED, _E.APPROVE): Transition(_A.APPROVED, Party.APPROVER, "packet.approved"),
     (_A.OWED, _E.REFUSE): Transition(_A.REFUSED, Party.APPROVER, "packet.approval_refused"),
+    # Imminent harm sent first, then recalled before anyone opened it: nothing was disclosed, so
+    # there is nothing left for a manager to approve after the event.
+    (_A.OWED, _E.RECALL): Transition(_A.CANCELLED, Party.SENDER, None),
 }
 
 DELIVERY_TRANSITIONS: Mapping[tuple[DeliveryState, Step], Transition[DeliveryState]] = {
@@ -243,10 +246,15 @@ def approval_owed(state: ApprovalState) -> bool:
     return state in (ApprovalState.AWAITING, ApprovalState.OWED)
 
 
+#: Copies in these states have not been opened: the packet may still be recalled. An undelivered
+#: copy (never opened in time) stays undelivered, since that is final; the others become recalled.
+NOT_OPENED = frozenset({DeliveryState.PENDING, DeliveryState.DELIVERED, DeliveryState.UNDELIVERED})
+
+
 def recallable(packet: PacketState, deliveries: Iterable[DeliveryState]) -> bool:
     """A sender may recall a packet only while no recipient has opened it."""
     return packet in (PacketState.AWAITING_APPROVAL, PacketState.DELIVERED) and all(
-        d in (DeliveryState.PENDING, DeliveryState.DELIVERED) for d in deliveries
+        d in NOT_OPENED for d in deliveries
     )
 
 

@@ -81,11 +81,27 @@ def _inbox(result: Mapping[str, Any]) -> str:
     for packet in packets:
         delivery = packet["delivery"]
         lines.append(f"  {_packet_line(packet)}")
+        note = _correction_note(packet)
+        live = packet.get("status") not in ("recalled", "superseded")
         lines.append(
             f"      from {packet['from']['member']} ({packet['from']['agency']}); you: {delivery['loop']}"
-            + (f"; acknowledge by {local_time(packet['ack_due'])}" if packet.get("ack_due") else "")
+            + (f"; acknowledge by {local_time(packet['ack_due'])}" if packet.get("ack_due") and live else "")
         )
+        if note:
+            lines.append(f"      {note}")
     return "\n".join(lines)
+
+
+def _correction_note(packet: Mapping[str, Any]) -> str:
+    """Recalled, superseded by a correction, or a correction itself: what the recipient should know first."""
+    fields = ", ".join(packet.get("corrected_fields") or [])
+    if packet.get("status") == "recalled":
+        return "RECALLED by the sender before it was opened; its content is deleted."
+    if packet.get("superseded_by"):
+        return f"SUPERSEDED by the correction {packet['superseded_by']} (fields that were wrong: {fields})."
+    if packet.get("supersedes"):
+        return f"This corrects {packet['supersedes']} (fields that were wrong: {fields})."
+    return ""
 
 
 def _outbox(result: Mapping[str, Any]) -> str:
@@ -137,6 +153,16 @@ def _opened(result: Mapping[str, Any]) -> str:
     ]
     if body.get("necessity"):
         lines.append(f"  why sharing is necessary: {body['necessity']}")
+    if result.get("superseded_by"):
+        lines.append(
+            f"  SUPERSEDED by the correction {result['superseded_by']}: the fields that were wrong here are"
+            f" {', '.join(result.get('corrected_fields') or [])}; open the correction for the right values."
+        )
+    if manifest.get("corrects"):
+        lines.append(
+            f"  This corrects {manifest['corrects']['packet_id']}; fields that were wrong there:"
+            f" {', '.join(manifest['corrects']['fields'])}."
+        )
     lines.append("  fields:")
     for field in body.get("fields", []):
         label = field.get("label")

@@ -42,6 +42,7 @@ SHARING_SECTIONS = (
     "urgency",
     "in_reply_to",
     "derived_from",
+    "corrects",
 )
 #: A field's labels, in the order the manifest lists them.
 LABEL_KEYS = ("label", "source", "author_role", "currency", "as_of")

@@ -17,6 +17,7 @@ from types import MappingProxyType
 
 from exchange.policy import (
     rules_consent,
+    rules_corrections,
     rules_fields,
     rules_parties,
     rules_proportionality,
@@ -75,6 +76,7 @@ SERVICE_RULES: tuple[ServiceRule, ...] = (
         "A packet whose attached decision is a manager's refusal is not sent.",
         src.MANAGER_APPROVAL,
     ),
+    *rules_corrections.SERVICE_RULES,
 )
 
 if len({*RULES_BY_ID, *(rule.id for rule in SERVICE_RULES)}) != len(RULES) + len(SERVICE_RULES):

@@ -42,7 +42,7 @@ from exchange.errors import (
     Violation,
 )
 from exchange.lifecycle import ApprovalState, DeliveryState, PacketState, Party, Step
-from exchange.service import loop, paging, steps
+from exchange.service import corrections, loop, paging, steps
 from exchange.service.context import Change, ServiceContext
 from exchange.service.keys import current_key, verify_statement
 
@@ -113,7 +113,11 @@ async def submit(ctx: ServiceContext, actor: Actor, document: Any) -> Submission
                     )
                 ]
             )
-        violations = [*_role_violations(checked), *decision.violations]
+        violations = [
+            *_role_violations(checked),
+            *decision.violations,
+            *await corrections.violations(ctx, actor, checked.manifest),
+        ]
         if violations:
             raise PolicyViolation(violations)
     except (SchemaViolation, CryptoError, PolicyViolation, InvalidRequest, SenderMismatch) as error:
@@ -341,6 +345,8 @@ async def _accept(ctx: ServiceContext, actor: Actor, checked: _Checked, decision
             approval_due=iso(decision.approval_due_by) if decision.approval_due_by else None,
             approval_state=_approval_state(checked, decision),
             in_reply_to=manifest.get("in_reply_to"),
+            supersedes=corrections.corrects(manifest)[0],
+            corrected_fields=corrections.corrects(manifest)[1],
             subject=(manifest.get("subject") or {}).get("pseudonym"),
             retain_until=iso(change.now + timedelta(days=ctx.config.content_retention_days)),
         )
@@ -403,6 +409,8 @@ async def release_all(
     )
     for delivery in await change.tx.deliveries_for_packet(packet.id):
         await steps.release(change, packet, delivery, actor, dues)
+    # A correction replaces the packet it corrects once it is delivered, not while it is held.
+    await corrections.supersede(change, packet)
 
 
 def _manifest_summary(manifest: Mapping[str, Any]) -> dict[str, Any]:

@@ -8,7 +8,7 @@ first's result and is refused with 409.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -34,10 +34,15 @@ async def packet_in(change: Change, packet_id: str) -> PacketRecord:
 async def delivery_in(change: Change, packet_id: str, member_id: str) -> DeliveryRecord:
     """The member's copy as the transaction sees it; 404 if they have none they may see."""
     delivery = await change.tx.get_delivery(packet_id, member_id)
-    if delivery is None or not lifecycle.visible_to_recipient(delivery.state):
+    if delivery is None or not lifecycle.visible_to_recipient(delivery.state) or _recalled_unseen(delivery):
         # The same answer whether the packet does not exist or is someone else's.
         raise NotFound("No such packet in your inbox.")
     return delivery
+
+
+def _recalled_unseen(delivery: DeliveryRecord) -> bool:
+    """Recalled while held for approval: it never reached the recipient, so they never see it."""
+    return delivery.state is lifecycle.DeliveryState.RECALLED and delivery.delivered_at is None
 
 
 async def step_delivery(
@@ -81,11 +86,19 @@ async def step_delivery(
 
 
 async def step_packet(
-    change: Change, packet: PacketRecord, step: Step, party: Party, *, superseded_by: str | None = None
+    change: Change,
+    packet: PacketRecord,
+    step: Step,
+    party: Party,
+    *,
+    superseded_by: str | None = None,
+    corrected_fields: Sequence[str] | None = None,
 ) -> lifecycle.Transition[PacketState]:
     """Move the packet by ``step``; the caller records the event (it knows the details)."""
     transition = lifecycle.next_packet_state(packet.state, step, party)
-    await change.tx.set_packet_state(packet.id, packet.state, transition.next, superseded_by=superseded_by)
+    await change.tx.set_packet_state(
+        packet.id, packet.state, transition.next, superseded_by=superseded_by, corrected_fields=corrected_fields
+    )
     return transition
 
 

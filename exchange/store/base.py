@@ -70,8 +70,16 @@ class Transaction(ABC):
 
     @abstractmethod
     async def set_packet_state(
-        self, packet_id: str, expected: PacketState, new: PacketState, *, superseded_by: str | None = None
-    ) -> None: ...
+        self,
+        packet_id: str,
+        expected: PacketState,
+        new: PacketState,
+        *,
+        superseded_by: str | None = None,
+        corrected_fields: Sequence[str] | None = None,
+    ) -> None:
+        """Compare-and-set the packet's state; ``superseded_by`` and ``corrected_fields`` (the names of
+        its fields a correction put right) are set with it when given."""
 
     @abstractmethod
     async def set_approval_state(
@@ -237,7 +245,8 @@ class Store(ABC):
     async def inbox(
         self, member_id: str, limit: int, after: Page | None = None, states: frozenset[DeliveryState] | None = None
     ) -> list[tuple[PacketRecord, DeliveryRecord]]:
-        """Copies delivered to the member (never pending or withdrawn ones), optionally in ``states``."""
+        """Copies delivered to the member (never pending or withdrawn ones, nor recalled before delivery),
+        optionally in ``states``."""
 
     @abstractmethod
     async def outbox(
@@ -276,6 +285,17 @@ class Store(ABC):
 
     @abstractmethod
     async def packets_for_subject(self, pseudonym: str) -> list[PacketRecord]: ...
+
+    @abstractmethod
+    async def subject_ledger(
+        self, pseudonym: str, start: int, limit: int, stop: int | None = None
+    ) -> list[tuple[int, bytes, bytes]]:
+        """Ledger entries about a subject with ``start <= seq < stop``, in order, at most ``limit``.
+
+        About it: indexed under the pseudonym, or about a packet whose manifest names it, or about
+        an information request (or a decision not to share's request) recorded for it. Uses the
+        indexes, never a scan.
+        """
 
     # -- ledger
     @abstractmethod

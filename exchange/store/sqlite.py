@@ -340,11 +340,19 @@ class _SqliteTransaction(Transaction):
         return _packet(row) if row is not None else None
 
     async def set_packet_state(
-        self, packet_id: str, expected: PacketState, new: PacketState, *, superseded_by: str | None = None
+        self,
+        packet_id: str,
+        expected: PacketState,
+        new: PacketState,
+        *,
+        superseded_by: str | None = None,
+        corrected_fields: Sequence[str] | None = None,
     ) -> None:
+        fields = json.dumps(list(corrected_fields)) if corrected_fields else None
         cur = await self._db.execute(
-            "UPDATE packets SET status = ?, superseded_by = COALESCE(?, superseded_by) WHERE id = ? AND status = ?",
-            (new.value, superseded_by, packet_id, expected.value),
+            "UPDATE packets SET status = ?, superseded_by = COALESCE(?, superseded_by),"
+            " corrected_fields = COALESCE(?, corrected_fields) WHERE id = ? AND status = ?",
+            (new.value, superseded_by, fields, packet_id, expected.value),
         )
         _changed_one(cur, "packet")
 
@@ -697,6 +705,8 @@ class SqliteStore(Store):
             " d.confirmed_at AS d_confirmed_at, d.updated AS d_updated"
             " FROM deliveries d JOIN packets p ON p.id = d.packet_id"
             " WHERE d.recipient_member = ? AND d.status NOT IN ('pending', 'withdrawn')"
+            # Recalled while held for approval: it never reached the recipient.
+            " AND NOT (d.status = 'recalled' AND d.delivered_at IS NULL)"
             f"{state_clause}{page} ORDER BY d.packet_created DESC, d.packet_id DESC LIMIT ?",
             [member_id, *(wanted or []), *params, limit],
         )
@@ -780,6 +790,23 @@ class SqliteStore(Store):
     async def packets_for_subject(self, pseudonym: str) -> list[PacketRecord]:
         rows = await self._all("SELECT * FROM packets WHERE subject = ? ORDER BY created, id", (pseudonym,))
         return [_packet(r) for r in rows]
+
+    async def subject_ledger(
+        self, pseudonym: str, start: int, limit: int, stop: int | None = None
+    ) -> list[tuple[int, bytes, bytes]]:
+        rows = await self._all(
+            "SELECT seq, entry, leaf_hash FROM ledger_entries WHERE seq >= ? AND seq < ? AND seq IN ("
+            " SELECT seq FROM ledger_refs WHERE kind = 'subject' AND value = ?"
+            " UNION SELECT r.seq FROM packets p JOIN ledger_refs r ON r.kind = 'packet' AND r.value = p.id"
+            "   WHERE p.subject = ?"
+            " UNION SELECT r.seq FROM info_requests q JOIN ledger_refs r ON r.kind = 'request' AND r.value = q.id"
+            "   WHERE q.subject = ?"
+            " UNION SELECT r.seq FROM share_decisions d"
+            "   JOIN ledger_refs r ON r.kind = 'request' AND r.value = d.request_id WHERE d.subject = ?"
+            ") ORDER BY seq LIMIT ?",
+            (start, 2**62 if stop is None else stop, pseudonym, pseudonym, pseudonym, pseudonym, limit),
+        )
+        return [(int(r[0]), bytes(r[1]), bytes(r[2])) for r in rows]
 
     async def ledger_size(self) -> int:
         row = await self._one("SELECT COALESCE(MAX(seq) + 1, 0) FROM ledger_entries")
