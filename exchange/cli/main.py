@@ -72,7 +72,14 @@ def _server_options(parser: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from exchange.cli import approval_commands, escalation_commands, ledger_commands, loop_commands, policy_commands
+    from exchange.cli import (
+        approval_commands,
+        escalation_commands,
+        ledger_commands,
+        loop_commands,
+        policy_commands,
+        request_commands,
+    )
 
     parser = argparse.ArgumentParser(
         prog="exchange",
@@ -198,6 +205,7 @@ def build_parser() -> argparse.ArgumentParser:
     ledger_commands.register(sub)
     escalation_commands.register(sub)
     loop_commands.register(sub)
+    request_commands.register(sub)
     return parser
 
 

@@ -16,7 +16,14 @@ from exchange.service.context import ServiceContext
 from exchange.service.deadlines import DeadlineWorker
 from exchange.service.ledger import HeadSigner
 from exchange.store import open_store
-from exchange.web import approval_handlers, escalation_handlers, handlers, ledger_handlers, loop_handlers
+from exchange.web import (
+    approval_handlers,
+    escalation_handlers,
+    handlers,
+    ledger_handlers,
+    loop_handlers,
+    request_handlers,
+)
 from exchange.web.auth import RATE_LIMITER, _RateLimiter, auth_middleware, request_id_middleware
 from exchange.web.keys import CONFIG, CONTEXT, RECORD
 from exchange.web.limits import IN_FLIGHT, InFlight, capacity_middleware
@@ -66,4 +73,5 @@ def build_app(
     app.add_routes(ledger_handlers.routes())
     app.add_routes(escalation_handlers.routes())
     app.add_routes(loop_handlers.routes())
+    app.add_routes(request_handlers.routes())
     return app
