@@ -9,6 +9,7 @@ request (``exchange send``). A decline and a decision not to share are signed, t
 from __future__ import annotations
 
 import argparse
+import json
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -181,7 +182,7 @@ def _print_opened(result: Mapping[str, Any]) -> str:
         f"Request {result['request_id']} [{result['state']}]: the requester's signature verified.",
         f"  from {result['from']['member']} ({result['from']['agency']}) to agency {result['holder']['agency']}",
         f"  purpose {result['purpose']}, urgency {result['urgency']}; fields asked: {', '.join(result['fields'])}",
-        f"  lawful basis: {result['lawful_basis']}",
+        f"  lawful basis: {json.dumps(result['lawful_basis'])}",
     ]
     if result.get("details") is not None:
         lines.append("  details (sealed to you):")
