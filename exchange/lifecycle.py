@@ -165,6 +165,8 @@ REQUEST_TRANSITIONS: Mapping[tuple[RequestState, Step], Transition[RequestState]
     # The answer's packet.submitted records the packet; request.answered records the request's step.
     (_R.OPEN, _E.ANSWER): Transition(_R.ANSWERED, Party.RECIPIENT, "request.answered"),
     (_R.OPEN, _E.DECLINE): Transition(_R.DECLINED, Party.RECIPIENT, "request.declined"),
+    # A correction of the answering packet answers the request in its place (packet.superseded records it).
+    (_R.ANSWERED, _E.SUPERSEDE): Transition(_R.ANSWERED, Party.RECIPIENT, None),
 }
 
 

@@ -6,6 +6,7 @@ import asyncio
 import json
 import sqlite3
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +14,9 @@ import pytest
 
 from exchange.client import ApiError
 from exchange.examples import referral
+from exchange.lifecycle import TransitionNotAllowed
+from exchange.service import requests as info_requests
+from exchange.web.keys import CONTEXT
 from tests.conftest import Deployment
 from tests.test_cli import cli, cli_json
 
@@ -183,6 +187,16 @@ async def test_a_decision_not_to_share_is_recorded_and_nothing_is_sent(deploymen
     async with deployment.client("csc-duty") as duty:
         assert await duty.inbox() == []
         assert (await duty.decisions())["decisions"] == []
+    db = sqlite3.connect(deployment.config.database_path)
+    try:
+        recorded_entries = db.execute(
+            "SELECT json_extract(CAST(entry AS TEXT), '$.details.decision') FROM ledger_entries"
+            " WHERE json_extract(CAST(entry AS TEXT), '$.type') = 'decision.not_to_share'"
+        ).fetchall()
+        deliveries = db.execute("SELECT COUNT(*) FROM deliveries").fetchone()[0]
+    finally:
+        db.close()
+    assert recorded_entries == [(recorded["decision_id"],)] and deliveries == 0
 
 
 async def test_race_two_declines_one_wins(deployment: Deployment) -> None:
@@ -443,3 +457,23 @@ async def test_only_managers_list_their_agencys_decisions(deployment: Deployment
         with pytest.raises(ApiError) as forbidden:
             await duty.decisions("agency")
     assert forbidden.value.http_status == 403
+
+
+async def test_a_correction_of_the_answer_becomes_the_answer(deployment: Deployment) -> None:
+    """Delivering a correction of the answering packet moves answered_by to it, with no second request.answered."""
+    sent = await ask(deployment)
+    request_id = sent["request_id"]
+    async with deployment.client("csc-duty") as duty:
+        answer = await duty.send(response_file(_id(deployment, "police-officer"), request_id, ["child_address"]))
+    ctx = deployment.server.app[CONTEXT]
+    stored = await ctx.store.get_packet(answer["packet_id"])
+    assert stored is not None
+    correction = replace(stored, id="pkt_" + "c0" * 12, supersedes=stored.id)
+    async with ctx.change() as change:
+        await info_requests.mark_answered(change, correction)
+    after = await ctx.store.get_request(request_id)
+    assert after is not None and after.answered_by == correction.id and after.state.value == "answered"
+    assert ledger_types(deployment, request_id) == ["request.submitted", "packet.submitted", "request.answered"]
+    async with ctx.change() as change:  # a second, unrelated answer is still refused
+        with pytest.raises(TransitionNotAllowed):
+            await info_requests.mark_answered(change, replace(stored, id="pkt_" + "d0" * 12))

@@ -258,7 +258,7 @@ async def sharing_context(
     requested: frozenset[str] | None = None
     in_reply_to = manifest.get("in_reply_to")
     if isinstance(in_reply_to, str):
-        request = await info_requests.answerable(ctx, actor, in_reply_to)
+        request = await info_requests.answerable(ctx, actor, in_reply_to, manifest)
         if request is not None:
             requested = frozenset(json.loads(request.document)["fields"])
     return policy.SharingContext(

@@ -440,13 +440,31 @@ async def _settle(change: Change, request_id: str) -> None:
 # ------------------------------------------------------------------------------ answering (packets call these)
 
 
-async def answerable(ctx: ServiceContext, actor: Actor, request_id: str) -> InfoRequest | None:
-    """The open request ``actor`` may answer, or None if it is unknown or not theirs (the rules then say
-    ``request.not_found``, failing closed). A request no longer open is a 409: its answer came already."""
+def corrected_packet(manifest: Mapping[str, Any]) -> str | None:
+    """The packet a manifest says it corrects (``corrects.packet_id``), if any."""
+    corrects = manifest.get("corrects")
+    packet_id = corrects.get("packet_id") if isinstance(corrects, Mapping) else None
+    return packet_id if isinstance(packet_id, str) else None
+
+
+def _step_for(request: InfoRequest, correcting: str | None) -> Step:
+    """Answering, or (for a correction of the packet that answered it) replacing the answer."""
+    if request.state is RequestState.ANSWERED and correcting is not None and correcting == request.answered_by:
+        return Step.SUPERSEDE
+    return Step.ANSWER
+
+
+async def answerable(
+    ctx: ServiceContext, actor: Actor, request_id: str, manifest: Mapping[str, Any] | None = None
+) -> InfoRequest | None:
+    """The request ``actor`` may answer, or None if it is unknown or not theirs (the rules then say
+    ``request.not_found``, failing closed). A request no longer open is a 409 (its answer came already),
+    unless ``manifest`` corrects the packet that answered it."""
     request = await ctx.store.get_request(request_id)
     if request is None or actor.member_id not in request.holders:
         return None
-    lifecycle.next_request_state(request.state, Step.ANSWER, Party.RECIPIENT)
+    step = _step_for(request, corrected_packet(manifest or {}))
+    lifecycle.next_request_state(request.state, step, Party.RECIPIENT)
     return request
 
 
@@ -455,7 +473,7 @@ async def reply_violations(ctx: ServiceContext, actor: Actor, manifest: Mapping[
     request_id = manifest.get("in_reply_to")
     if not isinstance(request_id, str):
         return []
-    request = await answerable(ctx, actor, request_id)
+    request = await answerable(ctx, actor, request_id, manifest)
     if request is None:
         return []
     return rules.check_reply(manifest, request.requester_member, request.purpose)
@@ -463,15 +481,18 @@ async def reply_violations(ctx: ServiceContext, actor: Actor, manifest: Mapping[
 
 async def mark_answered(change: Change, packet: PacketRecord) -> None:
     """In the change that delivers ``packet``: its request moves ``open`` → ``answered`` (compare-and-set),
-    recorded once, and the answer obligation is met. A request that moved on first makes it all a 409."""
+    recorded once, and the answer obligation is met. A request that moved on first makes it all a 409.
+    A correction of the answering packet becomes the answer instead (``answered_by``), recorded by its own
+    ``packet.submitted`` and ``packet.superseded``."""
     assert packet.in_reply_to is not None
     request = await change.tx.get_request(packet.in_reply_to)
     if request is None:
         raise NotFound("The request this packet answers is not known to the exchange.")
-    transition = lifecycle.next_request_state(request.state, Step.ANSWER, Party.RECIPIENT)
+    transition = lifecycle.next_request_state(request.state, _step_for(request, packet.supersedes), Party.RECIPIENT)
     when = iso(change.now)
     await change.tx.set_request_state(request.id, request.state, transition.next, when=when, answered_by=packet.id)
-    assert transition.ledger_type is not None
+    if transition.ledger_type is None:
+        return  # a correction replaced the answer: its own events record that
     await change.record(
         Event(
             transition.ledger_type,

@@ -568,8 +568,9 @@ class _SqliteTransaction(Transaction):
                 sort_keys=True,
             )
         cur = await self._db.execute(
+            # A correction of the answer replaces answered_by; answered_at stays the first answer's time.
             "UPDATE info_requests SET state = ?, answered_by = COALESCE(?, answered_by),"
-            " answered_at = CASE WHEN ? IS NULL THEN answered_at ELSE ? END,"
+            " answered_at = CASE WHEN ? IS NULL THEN answered_at ELSE COALESCE(answered_at, ?) END,"
             " decline = COALESCE(?, decline), decline_sealed = COALESCE(?, decline_sealed)"
             " WHERE id = ? AND state = ?",
             (
