@@ -13,9 +13,11 @@ from typing import Any
 import pytest
 
 from exchange.client import ApiError
+from exchange.domain import parse_iso, utc_now
 from exchange.examples import referral
 from exchange.lifecycle import TransitionNotAllowed
 from exchange.service import requests as info_requests
+from exchange.service import steps
 from exchange.web.keys import CONTEXT
 from tests.conftest import Deployment
 from tests.test_cli import cli, cli_json
@@ -477,3 +479,29 @@ async def test_a_correction_of_the_answer_becomes_the_answer(deployment: Deploym
     async with ctx.change() as change:  # a second, unrelated answer is still refused
         with pytest.raises(TransitionNotAllowed):
             await info_requests.mark_answered(change, replace(stored, id="pkt_" + "d0" * 12))
+
+
+async def test_an_unanswered_request_escalates_and_a_late_decline_resolves_it(deployment: Deployment) -> None:
+    """Past the purpose's action span, an open request escalates to the requester and the holder agency's lead;
+    the school never sees it; a late decline meets the obligation and resolves the escalation."""
+    sent = await ask(deployment)
+    ctx = deployment.server.app[CONTEXT]
+    worker = ctx.deadlines
+    assert worker is not None
+    deployment.clock.offset_seconds = (parse_iso(sent["answer_due"]) - utc_now()).total_seconds() + 60
+    done = await worker.run_once()
+    deployment.clock.offset_seconds = 0  # clients sign with the real clock
+    assert done.escalated == [steps.obligation_id("request_answer", sent["request_id"])]
+
+    async def escalations(label: str) -> list[dict[str, Any]]:
+        async with deployment.client(label) as client:
+            page = await client.request("GET", "/v1/escalations")
+        return [e for e in page["escalations"] if e["request_id"] == sent["request_id"]]
+
+    assert [e["state"] for e in await escalations("police-officer")] == ["open"]
+    assert len(await escalations("csc-manager")) == 1
+    assert await escalations("school-dsl") == []
+    async with deployment.client("csc-duty") as duty:
+        await duty.decline(sent["request_id"], ["information_not_held"], "Nothing held, sorry for the delay.")
+    assert [e["state"] for e in await escalations("police-officer")] == ["resolved"]
+    assert obligation_states(deployment, sent["request_id"]) == [("request_answer", "fired")]
