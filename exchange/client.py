@@ -19,7 +19,7 @@ from urllib.parse import quote, urlencode
 import aiohttp
 from yarl import URL
 
-from exchange import crypto, feedback, httpsig, identifiers, policy, statements
+from exchange import crypto, feedback, httpsig, identifiers, policy, schemas, statements
 from exchange.domain import SHARING_ROLES, iso, new_id, utc_now
 from exchange.errors import CryptoError, ExchangeError, InvalidRequest
 from exchange.keyfile import MemberCredentials
@@ -53,6 +53,22 @@ class ApiError(ExchangeError):
             problem if isinstance(problem, dict) else {},
             retry_after=int(wait) if wait.isdigit() else None,
         )
+
+
+@dataclass(frozen=True)
+class OpenedRequest:
+    """A request whose signature was verified, with what this member could open of it."""
+
+    request_id: str
+    #: The signed request document (codes and ids only).
+    request: dict[str, Any]
+    state: str
+    #: As a holder: the details sealed to you (the child's name, date of birth, why).
+    details: dict[str, Any] | None
+    #: As the requester, when declined: the decliner's explanation in words.
+    explanation: str | None
+    #: The server's whole answer (state, the decline's reason codes, answered_by...).
+    fetched: dict[str, Any]
 
 
 @dataclass(frozen=True)
@@ -295,6 +311,240 @@ class ExchangeClient:
 
     async def send(self, packet_file: Mapping[str, Any], *, allow_identifiers: str | None = None) -> Any:
         return await self.submit(await self.prepare(packet_file, allow_identifiers=allow_identifiers))
+
+    # ------------------------------------------------------------------ information requests and decisions
+    # A request is signed and holds no personal data; its details (who the child is, why) are sealed
+    # to each holder. Answer one with send() and a packet file whose in_reply_to names it.
+
+    async def prepare_request(self, request_file: Mapping[str, Any], *, now: datetime | None = None) -> dict[str, Any]:
+        """Build, seal and sign a request from a request file (``exchange template PURPOSE --request``).
+
+        ``from`` is ``agency:agy_...`` (every duty member of it) or ``mem_...`` (one member); the
+        ``details`` are sealed to each of them and only their digests are signed and sent readable.
+        """
+        cleaned = policy.clean_packet_file(request_file)
+        schemas.check(cleaned, "request-file.v1", what="request file")
+        holders = await self.resolve_recipients([cleaned["from"]])
+        if not holders:
+            raise InvalidRequest("You cannot ask yourself for information.")
+        holder: dict[str, str] = {"agency": holders[0].agency}
+        if cleaned["from"].startswith("mem_"):
+            holder["member"] = cleaned["from"]
+        purpose = cleaned["purpose"]
+        request_id = new_id("req")
+        note = {"request_id": request_id, "details": cleaned.get("details", {})}
+        context = statements.request_note_context(request_id)
+        sealed = {
+            holder_member.member: crypto.seal_note(
+                note, holder_member.member, holder_member.key_id, holder_member.public_bytes, context=context
+            )
+            for holder_member in holders
+        }
+        request: dict[str, Any] = {
+            "version": 1,
+            "request_id": request_id,
+            "created": iso(now or utc_now()),
+            "requester": {
+                "member": self.member_id,
+                "agency": self.credentials.agency_id,
+                "signing_key": self.credentials.signing.key_id,
+            },
+            "holder": holder,
+            "purpose": purpose,
+            "lawful_basis": cleaned.get("lawful_basis", {}),
+            "fields": cleaned["fields"],
+            "urgency": cleaned["urgency"],
+            "details": [
+                {"member": r.member, "encryption_key": r.key_id, "digest": crypto.digest_text(sealed[r.member])}
+                for r in holders
+            ],
+        }
+        identifier = cleaned.get("subject_identifier")
+        if identifier:
+            request["subject"] = {"pseudonym": self._pseudonym(str(identifier))}
+        return {
+            "request": request,
+            "signature": crypto.b64encode(self.credentials.signing.sign(statements.request_statement(request))),
+            "sealed_details": {member: crypto.b64encode(note) for member, note in sealed.items()},
+        }
+
+    async def request_information(self, request_file: Mapping[str, Any]) -> Any:
+        """Ask for information (``POST /v1/requests``); the answer comes as a packet, or as a decline."""
+        return await self.request("POST", "/v1/requests", await self.prepare_request(request_file))
+
+    async def requests(
+        self,
+        role: str | None = None,
+        state: str | None = None,
+        *,
+        limit: int | None = None,
+        cursor: str | None = None,
+    ) -> Any:
+        """A page of requests you made (``role="sent"``), hold (``"received"``) or both (the default):
+        ``{"requests": [...], "next_cursor": ...}``."""
+        # page() leaves out empty parameters, so no role means both sides.
+        return await self.page("/v1/requests", state=state, cursor=cursor, limit=limit, role=role or "")
+
+    async def open_request(self, request_id: str) -> OpenedRequest:
+        """Fetch a request, verify the requester's signature, and open what is sealed to you: the details
+        (as a holder) or a decline's explanation (as the requester), verifying the decliner's signature."""
+        fetched = await self.request("GET", f"/v1/requests/{request_id}")
+        request = fetched["request"]
+        if request.get("request_id") != request_id:
+            raise CryptoError("The server returned another request than the one asked for.")
+        _verify(
+            fetched.get("requester_signing_key"),
+            request["requester"]["signing_key"],
+            statements.request_statement(request),
+            fetched["signature"],
+            "the requester's signature",
+        )
+        details = None
+        if fetched.get("sealed_details"):
+            details = self._open_details(request, fetched["sealed_details"])
+        decline = fetched.get("declined")
+        explanation = None
+        if decline is not None:
+            told = decline.get("explanation")
+            sealed = crypto.b64decode(told, what="explanation") if told else None
+            note_digest = crypto.digest_text(sealed) if sealed is not None else decline["note_digest"]
+            statement = statements.decline_statement(
+                request_id,
+                statements.request_digest(request),
+                decline["declined_by"],
+                decline["reason_codes"],
+                note_digest=note_digest,
+                note_key=decline["explanation_key"],
+            )
+            _verify(
+                decline.get("decliner_signing_key"), decline["key_id"], statement, decline["signature"], "the decline"
+            )
+            if sealed is not None:
+                explanation = self._open_own_note(
+                    sealed, decline["explanation_key"], statements.decline_note_context(request_id)
+                ).get("explanation")
+        return OpenedRequest(request_id, request, fetched["state"], details, explanation, fetched)
+
+    async def decline(self, request_id: str, reasons: Sequence[str], explanation: str) -> Any:
+        """Decline a request made to you: reason codes, and an explanation sealed to the requester, signed."""
+        opened = await self.open_request(request_id)
+        requester = opened.request["requester"]["member"]
+        found = await self.resolve_recipients([requester])
+        if not found:
+            raise InvalidRequest("You cannot decline your own request.")
+        to = found[0]
+        sealed = crypto.seal_note(
+            {"request_id": request_id, "explanation": explanation},
+            to.member,
+            to.key_id,
+            to.public_bytes,
+            context=statements.decline_note_context(request_id),
+        )
+        statement = statements.decline_statement(
+            request_id,
+            statements.request_digest(opened.request),
+            self.member_id,
+            list(reasons),
+            note_digest=crypto.digest_text(sealed),
+            note_key=to.key_id,
+        )
+        return await self.request(
+            "POST",
+            f"/v1/requests/{request_id}/decline",
+            {
+                "key_id": self.credentials.signing.key_id,
+                "reason_codes": list(reasons),
+                "explanation": {"encryption_key": to.key_id, "sealed": crypto.b64encode(sealed)},
+                "signature": crypto.b64encode(self.credentials.signing.sign(statement)),
+            },
+        )
+
+    async def decide_not_to_share(
+        self,
+        *,
+        purpose: str,
+        fields_considered: Sequence[str],
+        reason_codes: Sequence[str],
+        reasons: str,
+        subject_identifier: str | None = None,
+        request_id: str | None = None,
+        now: datetime | None = None,
+    ) -> Any:
+        """Record a decision not to share: signed, the reasons in words sealed to yourself. Nothing is sent."""
+        decision_id = new_id("dns")
+        own = self.credentials.encryption
+        sealed = crypto.seal_note(
+            {"decision_id": decision_id, "reasons": reasons},
+            self.member_id,
+            own.key_id,
+            own.public_bytes,
+            context=statements.decision_note_context(decision_id),
+        )
+        decision: dict[str, Any] = {
+            "version": 1,
+            "decision_id": decision_id,
+            "created": iso(now or utc_now()),
+            "member": self.member_id,
+            "agency": self.credentials.agency_id,
+            "signing_key": self.credentials.signing.key_id,
+            "purpose": purpose,
+            "fields_considered": list(fields_considered),
+            "reason_codes": list(reason_codes),
+            "note": {"encryption_key": own.key_id, "digest": crypto.digest_text(sealed)},
+        }
+        if subject_identifier:
+            decision["subject"] = {"pseudonym": self._pseudonym(subject_identifier)}
+        if request_id:
+            decision["request_id"] = request_id
+        document = {
+            "decision": decision,
+            "signature": crypto.b64encode(self.credentials.signing.sign(statements.share_decision_statement(decision))),
+            "sealed_note": crypto.b64encode(sealed),
+        }
+        return await self.request("POST", "/v1/decisions", document)
+
+    async def decisions(self, scope: str | None = None, *, cursor: str | None = None) -> Any:
+        """A page of decisions not to share (``scope="agency"`` for a manager's view); your own carry
+        ``reasons_in_words``, opened here with your key."""
+        page = await self.page("/v1/decisions", cursor=cursor, scope=scope or "")
+        for item in page["decisions"]:
+            note = item.get("sealed_note")
+            if note is not None:
+                opened = self._open_own_note(
+                    crypto.b64decode(note["sealed"], what="sealed reasons"),
+                    note["encryption_key"],
+                    statements.decision_note_context(item["decision_id"]),
+                )
+                item["reasons_in_words"] = opened.get("reasons")
+        return page
+
+    def _pseudonym(self, identifier: str) -> str:
+        if self.linkage_key is None:
+            raise InvalidRequest("A subject identifier is given but no linkage key is configured to pseudonymise it.")
+        return crypto.subject_pseudonym(identifier, self.linkage_key)
+
+    def _open_own_note(self, sealed: bytes, key_id: str, context: str) -> dict[str, Any]:
+        key = self.credentials.encryption_key_for(key_id)
+        if key is None:
+            raise CryptoError(f"This was sealed to encryption key {key_id}, which this key file does not hold.")
+        return crypto.open_note(key, sealed, self.member_id, key_id, context=context)
+
+    def _open_details(self, request: Mapping[str, Any], mine: Mapping[str, str]) -> dict[str, Any]:
+        sealed = crypto.b64decode(mine["sealed"], what="sealed details")
+        entry = next((d for d in request["details"] if d["member"] == self.member_id), None)
+        # The signed request names the digest of each holder's note: the server cannot swap one in.
+        matches = entry is not None and (entry["encryption_key"], entry["digest"]) == (
+            mine["encryption_key"],
+            crypto.digest_text(sealed),
+        )
+        if entry is None or not matches:
+            raise CryptoError("The sealed details do not match what the requester signed.")
+        context = statements.request_note_context(request["request_id"])
+        note = self._open_own_note(sealed, entry["encryption_key"], context)
+        details = note.get("details")
+        if note.get("request_id") != request["request_id"] or not isinstance(details, dict):
+            raise CryptoError("The sealed details belong to another request.")
+        return details
 
     # ------------------------------------------------------------------ receiving
 
@@ -554,6 +804,20 @@ def open_fetched(fetched: Mapping[str, Any], credentials: MemberCredentials) -> 
         superseded_by=fetched.get("superseded_by"),
         corrected_fields=tuple(fetched.get("corrected_fields") or ()),
     )
+
+
+def _verify(public: str | None, key_id: str, statement: bytes, signature: str, what: str) -> None:
+    """Verify a signature with the public key the server sent, after checking it is the key the id names."""
+    if public is None:
+        raise CryptoError(f"The server did not send the key to verify {what}.")
+    raw = crypto.b64decode(public, what="public key")
+    # A key id is the key's fingerprint, so the server cannot hand over another key under the same id.
+    if crypto.check_signing_public_key(raw) != key_id:
+        raise CryptoError(f"The key sent to verify {what} is not the key {key_id}.")
+    try:
+        crypto.verify_signature(raw, statement, crypto.b64decode(signature, what="signature"))
+    except CryptoError:
+        raise CryptoError(f"{what.capitalize()} does not verify.") from None
 
 
 def _key_sealed_to(manifest: Mapping[str, Any], credentials: MemberCredentials) -> crypto.EncryptionKey:

@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
-from exchange.lifecycle import ApprovalState, DeliveryState, PacketState
+from exchange.lifecycle import ApprovalState, DeliveryState, PacketState, RequestState
 
 
 class AgencyKind(StrEnum):
@@ -284,3 +284,80 @@ class Page:
 
     after_created: str
     after_id: str
+
+
+@dataclass(frozen=True)
+class SealedNote:
+    """A small JSON note HPKE-sealed to one member's encryption key (see :func:`exchange.crypto.seal_note`)."""
+
+    member: str
+    key_id: str
+    sealed: bytes
+
+
+@dataclass(frozen=True)
+class RequestDecline:
+    """A holder's signed refusal of a request: reason codes, and an explanation sealed to the requester."""
+
+    declined_by: str
+    declined_by_agency: str
+    key_id: str
+    reason_codes: tuple[str, ...]
+    signature: bytes
+    #: The explanation in words, sealed to the requester's encryption key ``explanation.key_id``.
+    explanation: SealedNote
+    declined_at: str
+
+
+@dataclass(frozen=True)
+class InfoRequest:
+    """An information request (no personal data), with the child's details sealed to each holder.
+
+    ``document`` is the exact canonical bytes the requester signed; the holders are the members in
+    ``details`` (the named member, or every duty member of the holder agency when it was made).
+    """
+
+    id: str
+    requester_member: str
+    requester_agency: str
+    holder_agency: str
+    holder_member: str | None
+    document: bytes
+    digest: str
+    key_id: str
+    signature: bytes
+    details: tuple[SealedNote, ...]
+    purpose: str
+    urgency: str
+    subject: str | None
+    state: RequestState
+    created: str
+    answer_due: str | None = None
+    #: The packet that answered it.
+    answered_by: str | None = None
+    answered_at: str | None = None
+    decline: RequestDecline | None = None
+
+    @property
+    def holders(self) -> frozenset[str]:
+        return frozenset(note.member for note in self.details)
+
+    def visible_to(self, member_id: str) -> bool:
+        """Only the requester and the holders know the request exists."""
+        return member_id == self.requester_member or member_id in self.holders
+
+
+@dataclass(frozen=True)
+class ShareDecision:
+    """A practitioner's signed record of a decision not to share; the reasons in words sealed to themselves."""
+
+    id: str
+    member: str
+    agency: str
+    document: bytes
+    key_id: str
+    signature: bytes
+    note: SealedNote
+    subject: str | None
+    request_id: str | None
+    created: str

@@ -4,11 +4,12 @@ DESIGN.md section 5: submitted → (awaiting approval → approved | refused) �
 acknowledged → action reported → confirmed by the sender (the loop closed); also recalled (before
 any recipient opened it), superseded (by a correction) and undelivered (never opened in time).
 
-Three small machines, each a table ``(state, event) -> Transition``:
+Small machines, each a table ``(state, event) -> Transition``:
 
 * :data:`PACKET_TRANSITIONS`: the packet as a whole (held, delivered, refused, recalled, superseded);
 * :data:`APPROVAL_TRANSITIONS`: the manager's decision on sharing without consent (exactly one);
-* :data:`DELIVERY_TRANSITIONS`: each recipient's copy, which carries the feedback loop.
+* :data:`DELIVERY_TRANSITIONS`: each recipient's copy, which carries the feedback loop;
+* :data:`REQUEST_TRANSITIONS`: an information request, answered by a packet or declined (exactly one).
 
 Pure: no I/O, no clock. The service reads the current state inside its write transaction, asks
 :func:`next_delivery_state` (or its siblings) what the event leads to and whether this party may
@@ -65,10 +66,20 @@ class DeliveryState(StrEnum):
     UNDELIVERED = "undelivered"
 
 
+class RequestState(StrEnum):
+    """An information request: open until a holder answers it with a packet or declines it."""
+
+    OPEN = "open"
+    ANSWERED = "answered"
+    DECLINED = "declined"
+
+
 class Party(StrEnum):
     """Who may cause a transition: a relationship to the packet, not just a role."""
 
+    #: For a request: the requester.
     SENDER = "sender"
+    #: For a request: a holder (a member the request's details were sealed to).
     RECIPIENT = "recipient"
     #: A manager or safeguarding lead of the sender's agency who is not the sender.
     APPROVER = "approver"
@@ -91,9 +102,13 @@ class Step(StrEnum):
     RECALL = "recall"
     SUPERSEDE = "supersede"
     EXPIRE = "expire"
+    #: A holder answers an information request with a packet (``in_reply_to``).
+    ANSWER = "answer"
+    #: A holder declines an information request, with reasons.
+    DECLINE = "decline"
 
 
-S = TypeVar("S", PacketState, ApprovalState, DeliveryState)
+S = TypeVar("S", PacketState, ApprovalState, DeliveryState, RequestState)
 
 
 @dataclass(frozen=True)
@@ -147,6 +162,17 @@ DELIVERY_TRANSITIONS: Mapping[tuple[DeliveryState, Step], Transition[DeliverySta
 }
 
 
+_R = RequestState
+
+REQUEST_TRANSITIONS: Mapping[tuple[RequestState, Step], Transition[RequestState]] = {
+    # The answer's packet.submitted records the packet; request.answered records the request's step.
+    (_R.OPEN, _E.ANSWER): Transition(_R.ANSWERED, Party.RECIPIENT, "request.answered"),
+    (_R.OPEN, _E.DECLINE): Transition(_R.DECLINED, Party.RECIPIENT, "request.declined"),
+    # A correction of the answering packet answers the request in its place (packet.superseded records it).
+    (_R.ANSWERED, _E.SUPERSEDE): Transition(_R.ANSWERED, Party.RECIPIENT, None),
+}
+
+
 class TransitionNotAllowed(Conflict):
     """The event cannot happen in the current state (or not by this party): 409 with a stable code."""
 
@@ -175,6 +201,8 @@ _WORDS: Mapping[Step, str] = {
     Step.RECALL: "recall it",
     Step.SUPERSEDE: "correct it",
     Step.EXPIRE: "mark it undelivered",
+    Step.ANSWER: "answer it",
+    Step.DECLINE: "decline it",
 }
 
 
@@ -208,6 +236,11 @@ def next_approval_state(state: ApprovalState, event: Step, party: Party) -> Tran
 def next_delivery_state(state: DeliveryState, event: Step, party: Party) -> Transition[DeliveryState]:
     """A recipient's copy's transition for ``event``; raises :class:`TransitionNotAllowed` if there is none."""
     return _next(DELIVERY_TRANSITIONS, "packet", state, event, party)
+
+
+def next_request_state(state: RequestState, event: Step, party: Party) -> Transition[RequestState]:
+    """An information request's transition: one answer or one decline, only while it is open."""
+    return _next(REQUEST_TRANSITIONS, "request", state, event, party)
 
 
 # ------------------------------------------------------------------------------ predicates
@@ -302,9 +335,14 @@ _STATE_WORDS: Mapping[type, Mapping[str, str]] = {
         DeliveryState.RECALLED: "recalled by the sender before it was opened",
         DeliveryState.UNDELIVERED: "undelivered: never opened in time",
     },
+    RequestState: {
+        RequestState.OPEN: "open, waiting for the holder's answer",
+        RequestState.ANSWERED: "answered with a packet",
+        RequestState.DECLINED: "declined by the holder, with reasons",
+    },
 }
 
 
-def describe(state: PacketState | ApprovalState | DeliveryState) -> str:
+def describe(state: PacketState | ApprovalState | DeliveryState | RequestState) -> str:
     """A state in words a practitioner reads (the outbox's loop state)."""
     return _STATE_WORDS[type(state)][state.value]

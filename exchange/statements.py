@@ -1,4 +1,4 @@
-"""The exact statements members sign besides manifests: acknowledgements and approvals.
+"""The exact statements members sign besides manifests: acknowledgements, approvals, the loop, requests.
 
 Each is RFC 8785 canonical JSON with a ``type`` naming what it is, so a signature made for one
 statement can never be presented as another (an acknowledgement is not an approval).
@@ -6,7 +6,10 @@ statement can never be presented as another (an acknowledgement is not an approv
 
 from __future__ import annotations
 
-from exchange.crypto import canonical_json
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from exchange.crypto import canonical_json, digest_text
 
 ACKNOWLEDGEMENT = "safeguarding-exchange/acknowledgement/v1"
 APPROVAL = "safeguarding-exchange/approval/v1"
@@ -74,3 +77,62 @@ def loop_statement(
             "answers": answers,
         }
     )
+
+
+INFORMATION_REQUEST = "safeguarding-exchange/information-request/v1"
+REQUEST_DECLINE = "safeguarding-exchange/request-decline/v1"
+SHARE_DECISION = "safeguarding-exchange/decision-not-to-share/v1"
+
+
+def request_statement(request: Mapping[str, Any]) -> bytes:
+    """What a requester signs: the whole request document (no personal data; the details' digests in it)."""
+    return canonical_json({"type": INFORMATION_REQUEST, "request": dict(request)})
+
+
+def request_digest(request: Mapping[str, Any]) -> str:
+    """``sha256:<hex>`` of the signed request statement: what a decline names, so it declines exactly this request."""
+    return digest_text(request_statement(request))
+
+
+def decline_statement(
+    request_id: str,
+    request_digest: str,
+    decliner: str,
+    reason_codes: Sequence[str],
+    *,
+    note_digest: str,
+    note_key: str,
+) -> bytes:
+    """What a holder signs to decline a request: the reasons, and the digest of the explanation sealed to the
+    requester's key ``note_key`` (so the explanation cannot be swapped for another)."""
+    return canonical_json(
+        {
+            "type": REQUEST_DECLINE,
+            "request_id": request_id,
+            "request_digest": request_digest,
+            "decliner": decliner,
+            "reason_codes": list(reason_codes),
+            "note_digest": note_digest,
+            "note_key": note_key,
+        }
+    )
+
+
+def share_decision_statement(decision: Mapping[str, Any]) -> bytes:
+    """What a practitioner signs to record a decision not to share (the document names its sealed reasons' digest)."""
+    return canonical_json({"type": SHARE_DECISION, "decision": dict(decision)})
+
+
+def request_note_context(request_id: str) -> str:
+    """What a request's details sealed to a holder are bound to (the HPKE ``info`` of :func:`crypto.seal_note`)."""
+    return f"request:{request_id}"
+
+
+def decline_note_context(request_id: str) -> str:
+    """What a decline's explanation sealed to the requester is bound to."""
+    return f"decline:{request_id}"
+
+
+def decision_note_context(decision_id: str) -> str:
+    """What a decision's reasons sealed to their author are bound to."""
+    return f"decision:{decision_id}"

@@ -4,8 +4,10 @@ Starts a real server in a temporary directory with the demo directory, then: a s
 designated safeguarding lead refers a child to children's social care, which opens, verifies
 and acknowledges it, reports the action it will take, answers the DSL's query and has its report
 confirmed (the loop closed); a packet that breaks the rules is refused with its explanation; a referral
-without consent waits for the headteacher's signed approval before delivery; finally the
-partnership's auditor exports the ledger and verifies it offline, and a hand-tampered copy fails.
+without consent waits for the headteacher's signed approval before delivery; the police ask
+children's social care for information and are declined with reasons; the school records a
+decision not to share; finally the partnership's auditor exports the ledger and verifies it
+offline, and a hand-tampered copy fails.
 Exits non-zero as soon as any step does not do what it should.
 """
 
@@ -199,6 +201,8 @@ def run_story(work: Path, keys: Path) -> None:
         fail("the approved packet was not delivered")
     exchange("ack", held["packet_id"], *duty)
 
+    requests_story(work, keys)
+
     say("The partnership's auditor exports the ledger (waiting for the newest events to be signed)")
     export = work / "ledger.jsonl"
     for _ in range(50):
@@ -243,6 +247,56 @@ def run_story(work: Path, keys: Path) -> None:
     say("With the record log beside it, the verifier names the exact entry that was changed")
     record_log = str(work / "var" / "record.jsonl")
     exchange("ledger", "verify", "--export", str(tampered), "--server-key", server_key, "--log", record_log, expect=1)
+
+
+def requests_story(work: Path, keys: Path) -> None:
+    """A request declined with its reasons, and a decision not to share: both recorded, with reasons."""
+    police, duty, dsl = (["--key", str(keys / f"{who}.json")] for who in ("police-officer", "csc-duty", "school-dsl"))
+    csc = as_json("whoami", *duty)["agency"]
+
+    say("The police ask children's social care for what it holds: a signed request, the child's details sealed")
+    request = json.loads(exchange("template", "police_investigation", "--request", show=False))
+    request |= {"from": f"agency:{csc}", "fields": ["child_address", "household_members"]}
+    request["subject_identifier"] = "943 476 5919"
+    request["details"] = {"child_name": "Jamie Example", "child_date_of_birth": "2017-03-02", "why": "Assault report"}
+    (work / "request.json").write_text(json.dumps(request, indent=2))
+    sent = json.loads(exchange("request", str(work / "request.json"), *police, "--json", show=False))
+    exchange("requests", *police)
+
+    say("The duty social worker opens it (the requester's signature verified, the details decrypted locally)")
+    exchange("requests", sent["request_id"], *duty)
+
+    say("They decline, with reasons and an explanation sealed to the officer")
+    exchange(
+        "decline",
+        sent["request_id"],
+        *duty,
+        "--reason",
+        "not_necessary_or_proportionate",
+        "--explanation",
+        "Our involvement ended in 2024; the school holds the current picture.",
+    )
+
+    say("The officer sees the decline, its reasons, and reads the explanation")
+    opened = as_json("requests", sent["request_id"], *police)
+    if opened["state"] != "declined" or not opened["explanation"]:
+        fail(f"the decline did not reach the requester: {opened}")
+    exchange("requests", sent["request_id"], *police)
+
+    say("The school's DSL decides not to share a worry, and records that decision with reasons (nothing is sent)")
+    exchange(
+        "decide-not-to-share",
+        *dsl,
+        "--purpose",
+        "referral_to_childrens_social_care",
+        "--fields",
+        "child_name,concern_description",
+        "--reason",
+        "not_necessary_or_proportionate",
+        "--reasons",
+        "One late pick-up; below threshold. We will monitor and talk to the parent.",
+    )
+    exchange("decisions", *dsl)
 
 
 if __name__ == "__main__":

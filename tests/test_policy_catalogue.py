@@ -24,6 +24,7 @@ from exchange.policy import (
 )
 from exchange.policy import vocabulary as v
 from exchange.policy.explain import render_purposes, render_rules, render_template, template_explanations
+from exchange.policy.requests import ALL_REQUEST_RULES
 from tests.factories import CATALOGUE, CSC_MEMBER, NOW, broken_catalogue
 
 ISSUE_PURPOSES = {
@@ -174,7 +175,7 @@ def test_every_rule_id_appears_in_exchange_rules() -> None:
     """`exchange rules` lists every rule id with its sentence and its source, in text and in JSON."""
     text = render_rules(json_output=False)
     listed = json.loads(render_rules(json_output=True))["rules"]
-    every = [*RULES, *SERVICE_RULES]
+    every = [*RULES, *SERVICE_RULES, *ALL_REQUEST_RULES]
     for rule in every:
         assert f"\n{rule.id}\n    {rule.sentence}\n    Source: {rule.source}\n" in "\n" + text
     assert [entry["id"] for entry in listed] == [rule.id for rule in every]
@@ -183,7 +184,7 @@ def test_every_rule_id_appears_in_exchange_rules() -> None:
 
 def test_every_rule_cites_the_guidance_or_the_design() -> None:
     """Each rule's source names a seeds/ file or DESIGN.md."""
-    for rule in [*RULES, *SERVICE_RULES]:
+    for rule in [*RULES, *SERVICE_RULES, *ALL_REQUEST_RULES]:
         assert "seeds/" in rule.source or "DESIGN.md" in rule.source, rule.id
 
 

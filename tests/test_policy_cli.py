@@ -11,6 +11,7 @@ import pytest
 
 from exchange.cli.policy_commands import register
 from exchange.policy import RULES, SERVICE_RULES
+from exchange.policy.requests import ALL_REQUEST_RULES
 from tests.factories import CSC_MEMBER, POLICE_MEMBER, make_packet_file
 
 
@@ -34,7 +35,7 @@ def test_rules_prints_every_rule_id(capsys: pytest.CaptureFixture[str]) -> None:
     text = capsys.readouterr().out
     assert run("rules", "--json") == 0
     listed = {rule["id"] for rule in json.loads(capsys.readouterr().out)["rules"]}
-    for rule in [*RULES, *SERVICE_RULES]:
+    for rule in [*RULES, *SERVICE_RULES, *ALL_REQUEST_RULES]:
         assert rule.id in text
         assert rule.id in listed
 

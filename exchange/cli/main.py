@@ -79,6 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
         loop_commands,
         policy_commands,
         recall_commands,
+        request_commands,
     )
 
     parser = argparse.ArgumentParser(
@@ -206,6 +207,7 @@ def build_parser() -> argparse.ArgumentParser:
     escalation_commands.register(sub)
     loop_commands.register(sub)
     recall_commands.register(sub)
+    request_commands.register(sub)
     return parser
 
 

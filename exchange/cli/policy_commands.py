@@ -14,10 +14,11 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
-from exchange.errors import ExchangeError
+from exchange.errors import ExchangeError, InvalidRequest
 from exchange.policy import explain
 from exchange.policy.catalogue import Catalogue, load_catalogue
 from exchange.policy.packet_file import check_packet_file, clean_packet_file
+from exchange.policy.requests import request_template
 
 #: ``exchange check`` exit codes: passed, rules broken (or file malformed), unusable command line.
 EXIT_PASSED, EXIT_REFUSED, EXIT_USAGE = 0, 1, 2
@@ -34,6 +35,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     _options(p)
     p.add_argument("purpose", help="a purpose code from `exchange purposes`")
+    p.add_argument("--request", action="store_true", help="a request file asking for information, not a packet file")
     p.set_defaults(func=_template)
 
     p = subparsers.add_parser("check", help="check a packet file against the sharing rules before sending it")
@@ -92,6 +94,8 @@ def _rules(args: argparse.Namespace) -> int:
 
 
 def _template(args: argparse.Namespace) -> int:
+    if args.request:
+        return _request_template(args)
     try:
         template = explain.render_template(_catalogue(args), args.purpose, today=date.today())
     except ExchangeError as error:
@@ -109,6 +113,22 @@ def _template(args: argparse.Namespace) -> int:
             "Fill in every null, then: exchange check FILE --sender-kind YOUR_AGENCY_KIND && exchange send FILE",
             file=sys.stderr,
         )
+    return EXIT_PASSED
+
+
+def _request_template(args: argparse.Namespace) -> int:
+    try:
+        catalogue = _catalogue(args)
+    except ExchangeError as error:
+        return _fail(args, error)
+    template = request_template(catalogue, args.purpose)
+    if template is None:
+        return _fail(args, InvalidRequest(f"There is no purpose {args.purpose!r}; see `exchange purposes`."))
+    if args.json:
+        print(json.dumps({"purpose": args.purpose, "template": clean_packet_file(template)}, indent=2))
+    else:
+        print(json.dumps(template, indent=2, ensure_ascii=False))
+        print("Fill in every null and the fields you need, then: exchange request FILE", file=sys.stderr)
     return EXIT_PASSED
 
 

@@ -15,6 +15,7 @@ from exchange.errors import InvalidRequest, Violation
 from exchange.policy import vocabulary as v
 from exchange.policy.catalogue import Catalogue, Purpose
 from exchange.policy.decision import Decision
+from exchange.policy.requests import REQUEST_RULES, SERVICE_REQUEST_RULES
 from exchange.policy.rules import RULES, SERVICE_RULES
 
 # --------------------------------------------------------------------------- rules
@@ -24,6 +25,11 @@ def rules_as_json() -> list[dict[str, str]]:
     """Every rule id with its sentence and source; ``checked_by`` says where it is enforced."""
     out = [{"id": r.id, "sentence": r.sentence, "source": r.source, "checked_by": "policy"} for r in RULES]
     out += [{"id": r.id, "sentence": r.sentence, "source": r.source, "checked_by": "service"} for r in SERVICE_RULES]
+    # Requests, declines and decisions not to share (exchange.policy.requests).
+    out += [{"id": r.id, "sentence": r.sentence, "source": r.source, "checked_by": "policy"} for r in REQUEST_RULES]
+    out += [
+        {"id": r.id, "sentence": r.sentence, "source": r.source, "checked_by": "service"} for r in SERVICE_REQUEST_RULES
+    ]
     return out
 
 

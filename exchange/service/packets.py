@@ -43,6 +43,7 @@ from exchange.errors import (
 )
 from exchange.lifecycle import ApprovalState, DeliveryState, PacketState, Party, Step
 from exchange.service import corrections, loop, paging, steps
+from exchange.service import requests as info_requests
 from exchange.service.context import Change, ServiceContext
 from exchange.service.keys import current_key, verify_statement
 
@@ -115,6 +116,7 @@ async def submit(ctx: ServiceContext, actor: Actor, document: Any) -> Submission
             )
         violations = [
             *_role_violations(checked),
+            *await info_requests.reply_violations(ctx, actor, checked.manifest),
             *decision.violations,
             *await corrections.violations(ctx, actor, checked.manifest),
         ]
@@ -240,7 +242,9 @@ async def sharing_context(
 
     For each packet this one is derived from (``derived_from``), the onward-sharing limit of its
     consent applies — but only for packets the sender actually received; any other id is left out
-    so the rule fails closed. Requests (``in_reply_to``) are not stored yet, so a reply is refused.
+    so the rule fails closed. For a reply (``in_reply_to``), the fields the request asked for, if
+    the sender is one of its holders (else none are known, and the reply is refused); a request
+    already answered or declined is a 409.
     """
     limits: dict[str, policy.OnwardLimit] = {}
     for earlier_id in manifest.get("derived_from") or []:
@@ -252,8 +256,15 @@ async def sharing_context(
         ]
         if received and lifecycle.visible_to_recipient(received[0].state):
             limits[earlier_id] = policy.OnwardLimit.of_manifest(json.loads(earlier.manifest))
+    requested: frozenset[str] | None = None
+    in_reply_to = manifest.get("in_reply_to")
+    if isinstance(in_reply_to, str):
+        request = await info_requests.answerable(ctx, actor, in_reply_to, manifest)
+        if request is not None:
+            requested = frozenset(json.loads(request.document)["fields"])
     return policy.SharingContext(
         now=ctx.clock(),
+        requested_fields=requested,
         sender_agency_kind=actor.agency.kind.value,
         recipient_agency_kinds={member: agency.kind.value for member, agency in recipient_agencies.items()},
         approval_attached=approval_attached,
@@ -411,6 +422,9 @@ async def release_all(
         await steps.release(change, packet, delivery, actor, dues)
     # A correction replaces the packet it corrects once it is delivered, not while it is held.
     await corrections.supersede(change, packet)
+    if packet.in_reply_to is not None:
+        # Delivering an answer answers its request, in this same change (a request that moved on is a 409).
+        await info_requests.mark_answered(change, packet)
 
 
 def _manifest_summary(manifest: Mapping[str, Any]) -> dict[str, Any]:
@@ -427,6 +441,8 @@ def _manifest_summary(manifest: Mapping[str, Any]) -> dict[str, Any]:
         "consent_status": consent.get("status"),
         "without_consent_reason": without.get("reason"),
         "subject": (manifest.get("subject") or {}).get("pseudonym"),
+        # The request a response answers (the ledger index finds it under the request's id).
+        "in_reply_to": manifest.get("in_reply_to"),
     } | ({"identifier_check": manifest["identifier_check"]} if "identifier_check" in manifest else {})
 
 

@@ -11,21 +11,27 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
-from typing import Any
+from typing import Any, Literal
 
 from exchange.domain import (
     Agency,
     DeliveryRecord,
     Escalation,
+    InfoRequest,
     LoopStatement,
     Member,
     MemberKey,
     Obligation,
     PacketRecord,
     Page,
+    RequestDecline,
+    ShareDecision,
 )
 from exchange.ledger.heads import TreeHead
-from exchange.lifecycle import ApprovalState, DeliveryState, PacketState
+from exchange.lifecycle import ApprovalState, DeliveryState, PacketState, RequestState
+
+#: Which side of a request a listing shows: the member's own, those they hold, or both.
+RequestRole = Literal["sent", "received", "all"]
 
 
 class Transaction(ABC):
@@ -125,6 +131,31 @@ class Transaction(ABC):
     @abstractmethod
     async def statements_for(self, packet_id: str, recipient_member: str) -> list[LoopStatement]:
         """One recipient's loop statements as this transaction sees them (the chain is checked under the lock)."""
+
+    # -- information requests and decisions not to share
+    @abstractmethod
+    async def insert_request(self, request: InfoRequest) -> None:
+        """Store a new (open) request; raises :class:`exchange.errors.Conflict` if its id or digest exists."""
+
+    @abstractmethod
+    async def get_request(self, request_id: str) -> InfoRequest | None:
+        """The request as this transaction sees it (read under the write lock)."""
+
+    @abstractmethod
+    async def set_request_state(
+        self,
+        request_id: str,
+        expected: RequestState,
+        new: RequestState,
+        *,
+        when: str,
+        answered_by: str | None = None,
+        decline: RequestDecline | None = None,
+    ) -> None:
+        """Compare-and-set the request's state; records the answering packet or the decline with it."""
+
+    @abstractmethod
+    async def insert_share_decision(self, decision: ShareDecision) -> None: ...
 
     # -- deadlines
     @abstractmethod
@@ -282,6 +313,29 @@ class Store(ABC):
 
     @abstractmethod
     async def obligations_for(self, packet_id: str) -> list[Obligation]: ...
+
+    @abstractmethod
+    async def get_request(self, request_id: str) -> InfoRequest | None: ...
+
+    @abstractmethod
+    async def requests_for(
+        self,
+        member_id: str,
+        agency_id: str,
+        *,
+        role: RequestRole,
+        limit: int,
+        after: Page | None = None,
+        states: frozenset[RequestState] | None = None,
+    ) -> list[InfoRequest]:
+        """Requests the member made (``sent``), or holds in ``agency_id`` (``received``: their details were
+        sealed to the member), or both; optionally in ``states``; newest first, paged by (created, id)."""
+
+    @abstractmethod
+    async def share_decisions(
+        self, *, member_id: str | None, agency_id: str | None, limit: int, after: Page | None = None
+    ) -> list[ShareDecision]:
+        """Decisions not to share made by ``member_id`` (or, if None, by anyone in ``agency_id``), newest first."""
 
     @abstractmethod
     async def packets_for_subject(self, pseudonym: str) -> list[PacketRecord]: ...

@@ -7,6 +7,7 @@ another reads, so a read never sees another coroutine's uncommitted transaction.
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import sqlite3
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
@@ -22,6 +23,7 @@ from exchange.domain import (
     AgencyKind,
     DeliveryRecord,
     Escalation,
+    InfoRequest,
     KeyUse,
     LoopStatement,
     Member,
@@ -29,14 +31,17 @@ from exchange.domain import (
     Obligation,
     PacketRecord,
     Page,
+    RequestDecline,
     Role,
+    SealedNote,
+    ShareDecision,
 )
 from exchange.errors import Conflict, StateChanged, StoreUnavailable
 from exchange.ledger import merkle, tree
 from exchange.ledger.heads import TreeHead
 from exchange.ledger.index import entry_refs
-from exchange.lifecycle import ApprovalState, DeliveryState, PacketState
-from exchange.store.base import Store, Transaction
+from exchange.lifecycle import ApprovalState, DeliveryState, PacketState, RequestState
+from exchange.store.base import RequestRole, Store, Transaction
 from exchange.store.migrations import MIGRATIONS
 
 _PRAGMAS = (
@@ -178,6 +183,66 @@ def _statement(row: sqlite3.Row) -> LoopStatement:
         signature=bytes(row["signature"]),
         sealed_note=bytes(row["sealed_note"]) if row["sealed_note"] is not None else None,
         note_key=row["note_key"],
+        created=row["created"],
+    )
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
+def _request(row: sqlite3.Row) -> InfoRequest:
+    sealed = json.loads(row["sealed"]) if row["sealed"] else {}
+    decline = None
+    if row["decline"]:
+        d = json.loads(row["decline"])
+        decline = RequestDecline(
+            declined_by=d["declined_by"],
+            declined_by_agency=d["declined_by_agency"],
+            key_id=d["key_id"],
+            reason_codes=tuple(d["reason_codes"]),
+            signature=base64.b64decode(d["signature"]),
+            explanation=SealedNote(row["requester_member"], d["explanation_key"], bytes(row["decline_sealed"] or b"")),
+            declined_at=d["declined_at"],
+        )
+    return InfoRequest(
+        id=row["id"],
+        requester_member=row["requester_member"],
+        requester_agency=row["requester_agency"],
+        holder_agency=row["holder_agency"],
+        holder_member=row["holder_member"],
+        document=bytes(row["document"]),
+        digest=row["digest"],
+        key_id=row["key_id"],
+        signature=bytes(row["signature"]),
+        details=tuple(
+            SealedNote(member, note["key_id"], base64.b64decode(note["sealed"])) for member, note in sealed.items()
+        ),
+        purpose=row["purpose"],
+        urgency=row["urgency"],
+        subject=row["subject"],
+        state=RequestState(row["state"]),
+        created=row["created"],
+        answer_due=row["answer_due"],
+        answered_by=row["answered_by"],
+        answered_at=row["answered_at"],
+        decline=decline,
+    )
+
+
+def _share_decision(row: sqlite3.Row) -> ShareDecision:
+    document = bytes(row["document"])
+    note_key = json.loads(document)["decision"]["note"]["encryption_key"]
+    return ShareDecision(
+        id=row["id"],
+        member=row["member"],
+        agency=row["agency"],
+        document=document,
+        key_id=row["key_id"],
+        signature=bytes(row["signature"]),
+        note=SealedNote(row["member"], note_key, bytes(row["sealed_note"] or b"")),
+        subject=row["subject"],
+        request_id=row["request_id"],
         created=row["created"],
     )
 
@@ -451,6 +516,104 @@ class _SqliteTransaction(Transaction):
             (packet_id, recipient_member),
         ) as cur:
             return [_statement(r) for r in await cur.fetchall()]
+
+    async def insert_request(self, request: InfoRequest) -> None:
+        sealed = {n.member: {"key_id": n.key_id, "sealed": _b64(n.sealed)} for n in request.details}
+        try:
+            await self._db.execute(
+                "INSERT INTO info_requests (id, requester_member, requester_agency, holder_agency, holder_member,"
+                " document, digest, key_id, signature, sealed, purpose, urgency, subject, state, created, answer_due)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    request.id,
+                    request.requester_member,
+                    request.requester_agency,
+                    request.holder_agency,
+                    request.holder_member,
+                    request.document,
+                    request.digest,
+                    request.key_id,
+                    request.signature,
+                    json.dumps(sealed, sort_keys=True),
+                    request.purpose,
+                    request.urgency,
+                    request.subject,
+                    request.state.value,
+                    request.created,
+                    request.answer_due,
+                ),
+            )
+        except sqlite3.IntegrityError:
+            raise Conflict("A request with this id or document was already submitted.") from None
+
+    async def get_request(self, request_id: str) -> InfoRequest | None:
+        async with self._db.execute("SELECT * FROM info_requests WHERE id = ?", (request_id,)) as cur:
+            row = await cur.fetchone()
+        return _request(row) if row is not None else None
+
+    async def set_request_state(
+        self,
+        request_id: str,
+        expected: RequestState,
+        new: RequestState,
+        *,
+        when: str,
+        answered_by: str | None = None,
+        decline: RequestDecline | None = None,
+    ) -> None:
+        declined = None
+        if decline is not None:
+            declined = json.dumps(
+                {
+                    "declined_by": decline.declined_by,
+                    "declined_by_agency": decline.declined_by_agency,
+                    "key_id": decline.key_id,
+                    "reason_codes": list(decline.reason_codes),
+                    "signature": _b64(decline.signature),
+                    "explanation_key": decline.explanation.key_id,
+                    "declined_at": decline.declined_at,
+                },
+                sort_keys=True,
+            )
+        cur = await self._db.execute(
+            # A correction of the answer replaces answered_by; answered_at stays the first answer's time.
+            "UPDATE info_requests SET state = ?, answered_by = COALESCE(?, answered_by),"
+            " answered_at = CASE WHEN ? IS NULL THEN answered_at ELSE COALESCE(answered_at, ?) END,"
+            " decline = COALESCE(?, decline), decline_sealed = COALESCE(?, decline_sealed)"
+            " WHERE id = ? AND state = ?",
+            (
+                new.value,
+                answered_by,
+                answered_by,
+                when,
+                declined,
+                decline.explanation.sealed if decline is not None else None,
+                request_id,
+                expected.value,
+            ),
+        )
+        _changed_one(cur, "request")
+
+    async def insert_share_decision(self, decision: ShareDecision) -> None:
+        try:
+            await self._db.execute(
+                "INSERT INTO share_decisions (id, member, agency, document, key_id, signature, sealed_note, subject,"
+                " request_id, created) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    decision.id,
+                    decision.member,
+                    decision.agency,
+                    decision.document,
+                    decision.key_id,
+                    decision.signature,
+                    decision.note.sealed,
+                    decision.subject,
+                    decision.request_id,
+                    decision.created,
+                ),
+            )
+        except sqlite3.IntegrityError:
+            raise Conflict("A decision with this id was already recorded.") from None
 
     async def add_obligation(self, obligation: Obligation) -> None:
         names = list(Obligation.__dataclass_fields__)
@@ -786,6 +949,56 @@ class SqliteStore(Store):
     async def obligations_for(self, packet_id: str) -> list[Obligation]:
         rows = await self._all("SELECT * FROM obligations WHERE packet_id = ? ORDER BY due, id", (packet_id,))
         return [_obligation(r) for r in rows]
+
+    async def get_request(self, request_id: str) -> InfoRequest | None:
+        row = await self._one("SELECT * FROM info_requests WHERE id = ?", (request_id,))
+        return _request(row) if row else None
+
+    async def requests_for(
+        self,
+        member_id: str,
+        agency_id: str,
+        *,
+        role: RequestRole,
+        limit: int,
+        after: Page | None = None,
+        states: frozenset[RequestState] | None = None,
+    ) -> list[InfoRequest]:
+        # A holder is a member the details were sealed to (the keys of the sealed map); the agency
+        # condition lets the holder index narrow the rows first.
+        sent = ("requester_member = ?", [member_id])
+        received = (
+            "(holder_agency = ? AND EXISTS (SELECT 1 FROM json_each(info_requests.sealed) WHERE json_each.key = ?))",
+            [agency_id, member_id],
+        )
+        chosen = {"sent": [sent], "received": [received], "all": [sent, received]}[role]
+        who = " OR ".join(clause for clause, _ in chosen)
+        params: list[Any] = [value for _, values in chosen for value in values]
+        wanted = sorted(s.value for s in states) if states else None
+        state_clause = f" AND state IN ({', '.join('?' for _ in wanted)})" if wanted else ""
+        page, page_params = _page_clause(after, "created", "id")
+        rows = await self._all(
+            f"SELECT * FROM info_requests WHERE ({who}){state_clause}{page}"  # noqa: S608 - fixed clauses, values bound
+            " ORDER BY created DESC, id DESC LIMIT ?",
+            [*params, *(wanted or []), *page_params, limit],
+        )
+        return [_request(r) for r in rows]
+
+    async def share_decisions(
+        self, *, member_id: str | None, agency_id: str | None, limit: int, after: Page | None = None
+    ) -> list[ShareDecision]:
+        if member_id is not None:
+            who, params = "member = ?", [member_id]
+        elif agency_id is not None:
+            who, params = "agency = ?", [agency_id]
+        else:
+            return []
+        page, page_params = _page_clause(after, "created", "id")
+        rows = await self._all(
+            f"SELECT * FROM share_decisions WHERE {who}{page} ORDER BY created DESC, id DESC LIMIT ?",  # noqa: S608
+            [*params, *page_params, limit],
+        )
+        return [_share_decision(r) for r in rows]
 
     async def packets_for_subject(self, pseudonym: str) -> list[PacketRecord]:
         rows = await self._all("SELECT * FROM packets WHERE subject = ? ORDER BY created, id", (pseudonym,))

@@ -23,6 +23,7 @@ from exchange.web import (
     ledger_handlers,
     loop_handlers,
     recall_handlers,
+    request_handlers,
     subject_handlers,
 )
 from exchange.web.auth import RATE_LIMITER, _RateLimiter, auth_middleware, request_id_middleware
@@ -76,4 +77,5 @@ def build_app(
     app.add_routes(loop_handlers.routes())
     app.add_routes(recall_handlers.routes())
     app.add_routes(subject_handlers.routes())
+    app.add_routes(request_handlers.routes())
     return app
