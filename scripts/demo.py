@@ -6,7 +6,9 @@ and acknowledges it, reports the action it will take, answers the DSL's query an
 confirmed (the loop closed); a packet that breaks the rules is refused with its explanation; a referral
 without consent waits for the headteacher's signed approval before delivery; the police ask
 children's social care for information and are declined with reasons; the school records a
-decision not to share; finally the partnership's auditor exports the ledger and verifies it
+decision not to share; an urgent referral nobody acknowledges escalates to the headteacher and
+children's services' safeguarding lead once the demonstration moves its server's clock past the
+deadline; finally the partnership's auditor exports the ledger and verifies it
 offline, and a hand-tampered copy fails.
 Exits non-zero as soon as any step does not do what it should.
 """
@@ -99,6 +101,11 @@ def main() -> int:
             "--port",
             str(port),
             "--seed-demo",
+            # The demonstration moves its server's clock forward to show a deadline passing.
+            "--demo-clock",
+            str(work / "clock-offset"),
+            "--deadline-check-seconds",
+            "0.3",
         ],
         stdout=log,
         stderr=subprocess.STDOUT,
@@ -107,6 +114,8 @@ def main() -> int:
     try:
         wait_for(url, server)
         run_story(work, keys)
+        overdue_story(work, keys)
+        ledger_story(work, keys)
     finally:
         server.terminate()
         server.wait(timeout=20)
@@ -139,7 +148,6 @@ def run_loop(packet_id: str, dsl: list[str], duty: list[str], duty_id: str) -> N
 
 def run_story(work: Path, keys: Path) -> None:
     dsl, head, duty = (["--key", str(keys / f"{who}.json")] for who in ("school-dsl", "school-head", "csc-duty"))
-    auditor = ["--key", str(keys / "auditor.json")]
     duty_id = as_json("whoami", *duty)["id"]
 
     say("The school's designated safeguarding lead checks who they are")
@@ -203,50 +211,6 @@ def run_story(work: Path, keys: Path) -> None:
 
     requests_story(work, keys)
 
-    say("The partnership's auditor exports the ledger (waiting for the newest events to be signed)")
-    export = work / "ledger.jsonl"
-    for _ in range(50):
-        exchange("ledger", "export", *auditor, "-o", str(export), show=False)
-        report = as_json(
-            "ledger", "verify", "--export", str(export), "--server-key", str(work / "keys" / "server.ed25519.pub")
-        )
-        if report["entries"] >= 20:
-            break
-        time.sleep(0.2)
-    exchange("ledger", "export", *auditor, "-o", str(export))
-
-    say("Anyone with only the export and the server's public key verifies it offline (record log included)")
-    server_key = str(work / "keys" / "server.ed25519.pub")
-    exchange(
-        "ledger",
-        "verify",
-        "--export",
-        str(export),
-        "--server-key",
-        server_key,
-        "--log",
-        str(work / "var" / "record.jsonl"),
-    )
-
-    say("Someone edits one entry in a copy of the export by hand: verification fails and says where")
-    lines = export.read_text().splitlines()
-    index = next(i for i, line in enumerate(lines) if '"kind":"entry"' in line and i > 10)
-    print(f"    changing the time of the entry on line {index + 1} of the export")
-    record = json.loads(lines[index])
-
-    original = base64.b64decode(record["entry"])
-    entry = original.replace(b'"time":"2', b'"time":"1', 1)  # back-date one event by a millennium
-    if entry == original:
-        fail("the demo could not find the entry's time to change")
-    record["entry"] = base64.b64encode(entry).decode()
-    lines[index] = json.dumps(record, separators=(",", ":"), sort_keys=True)
-    tampered = work / "ledger-tampered.jsonl"
-    tampered.write_text("\n".join(lines) + "\n")
-    exchange("ledger", "verify", "--export", str(tampered), "--server-key", server_key, expect=1)
-
-    say("With the record log beside it, the verifier names the exact entry that was changed")
-    record_log = str(work / "var" / "record.jsonl")
-    exchange("ledger", "verify", "--export", str(tampered), "--server-key", server_key, "--log", record_log, expect=1)
 
 
 def requests_story(work: Path, keys: Path) -> None:
@@ -297,6 +261,92 @@ def requests_story(work: Path, keys: Path) -> None:
         "One late pick-up; below threshold. We will monitor and talk to the parent.",
     )
     exchange("decisions", *dsl)
+
+
+
+def overdue_story(work: Path, keys: Path) -> None:
+    """Timeliness: an urgent referral nobody acknowledges escalates to the sender's manager and the lead."""
+    dsl, head, duty, lead = (
+        ["--key", str(keys / f"{who}.json")] for who in ("school-dsl", "school-head", "csc-duty", "csc-manager")
+    )
+    duty_id = as_json("whoami", *duty)["id"]
+    say("An urgent referral (acknowledge within 4 hours) reaches the duty social worker, who is off sick")
+    packet = work / "urgent.json"
+    packet.write_text(json.dumps(referral([duty_id], urgency="urgent"), indent=2))
+    sent = json.loads(exchange("send", str(packet), *dsl, "--json", show=False))
+    print(f"    delivered as {sent['packet_id']}; acknowledge by {sent['ack_due']} (UTC)")
+
+    say("Five hours pass (the demonstration moves its server's clock); the deadline worker escalates it")
+    (work / "clock-offset").write_text(str(5 * 3600))
+    found: list[Any] = []
+    for _ in range(100):
+        found = [
+            e
+            for e in as_json("escalations", "--open", *head)["escalations"]
+            if e["packet_id"] == sent["packet_id"] and e["kind"] == "ack"
+        ]
+        if found:
+            break
+        time.sleep(0.2)
+    if not found:
+        fail("the overdue acknowledgement was not escalated")
+
+    say("The headteacher (the sender's manager) and CSC's safeguarding lead both see it; the lead takes it in hand")
+    exchange("escalations", "--open", *head)
+    exchange("escalations", "ack", found[0]["escalation_id"], *lead)
+
+    say("The duty worker acknowledges late: the escalation shows as resolved, and stays on record")
+    exchange("ack", sent["packet_id"], *duty)
+    exchange("escalations", *dsl)
+
+
+def ledger_story(work: Path, keys: Path) -> None:
+    """The record: the auditor exports the ledger and anyone verifies it offline; tampering is caught."""
+    auditor = ["--key", str(keys / "auditor.json")]
+    say("The partnership's auditor exports the ledger (waiting for the newest events to be signed)")
+    export = work / "ledger.jsonl"
+    for _ in range(50):
+        exchange("ledger", "export", *auditor, "-o", str(export), show=False)
+        report = as_json(
+            "ledger", "verify", "--export", str(export), "--server-key", str(work / "keys" / "server.ed25519.pub")
+        )
+        if report["entries"] >= 20:
+            break
+        time.sleep(0.2)
+    exchange("ledger", "export", *auditor, "-o", str(export))
+
+    say("Anyone with only the export and the server's public key verifies it offline (record log included)")
+    server_key = str(work / "keys" / "server.ed25519.pub")
+    exchange(
+        "ledger",
+        "verify",
+        "--export",
+        str(export),
+        "--server-key",
+        server_key,
+        "--log",
+        str(work / "var" / "record.jsonl"),
+    )
+
+    say("Someone edits one entry in a copy of the export by hand: verification fails and says where")
+    lines = export.read_text().splitlines()
+    index = next(i for i, line in enumerate(lines) if '"kind":"entry"' in line and i > 10)
+    print(f"    changing the time of the entry on line {index + 1} of the export")
+    record = json.loads(lines[index])
+
+    original = base64.b64decode(record["entry"])
+    entry = original.replace(b'"time":"2', b'"time":"1', 1)  # back-date one event by a millennium
+    if entry == original:
+        fail("the demo could not find the entry's time to change")
+    record["entry"] = base64.b64encode(entry).decode()
+    lines[index] = json.dumps(record, separators=(",", ":"), sort_keys=True)
+    tampered = work / "ledger-tampered.jsonl"
+    tampered.write_text("\n".join(lines) + "\n")
+    exchange("ledger", "verify", "--export", str(tampered), "--server-key", server_key, expect=1)
+
+    say("With the record log beside it, the verifier names the exact entry that was changed")
+    record_log = str(work / "var" / "record.jsonl")
+    exchange("ledger", "verify", "--export", str(tampered), "--server-key", server_key, "--log", record_log, expect=1)
 
 
 if __name__ == "__main__":
