@@ -6,7 +6,6 @@ import asyncio
 import json
 import sqlite3
 from collections.abc import Sequence
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -15,8 +14,6 @@ import pytest
 from exchange.client import ApiError
 from exchange.domain import parse_iso, utc_now
 from exchange.examples import referral
-from exchange.lifecycle import TransitionNotAllowed
-from exchange.service import requests as info_requests
 from exchange.service import steps
 from exchange.web.keys import CONTEXT
 from tests.conftest import Deployment
@@ -462,23 +459,27 @@ async def test_only_managers_list_their_agencys_decisions(deployment: Deployment
 
 
 async def test_a_correction_of_the_answer_becomes_the_answer(deployment: Deployment) -> None:
-    """Delivering a correction of the answering packet moves answered_by to it, with no second request.answered."""
+    """CSC corrects its answer through the API: the correction supersedes it and becomes the request's answer."""
     sent = await ask(deployment)
     request_id = sent["request_id"]
+    police = _id(deployment, "police-officer")
     async with deployment.client("csc-duty") as duty:
-        answer = await duty.send(response_file(_id(deployment, "police-officer"), request_id, ["child_address"]))
-    ctx = deployment.server.app[CONTEXT]
-    stored = await ctx.store.get_packet(answer["packet_id"])
-    assert stored is not None
-    correction = replace(stored, id="pkt_" + "c0" * 12, supersedes=stored.id)
-    async with ctx.change() as change:
-        await info_requests.mark_answered(change, correction)
-    after = await ctx.store.get_request(request_id)
-    assert after is not None and after.answered_by == correction.id and after.state.value == "answered"
-    assert ledger_types(deployment, request_id) == ["request.submitted", "packet.submitted", "request.answered"]
-    async with ctx.change() as change:  # a second, unrelated answer is still refused
-        with pytest.raises(TransitionNotAllowed):
-            await info_requests.mark_answered(change, replace(stored, id="pkt_" + "d0" * 12))
+        answer = await duty.send(response_file(police, request_id, ["child_address"]))
+        corrected = await duty.correct(
+            answer["packet_id"], response_file(police, request_id, ["child_address"]), ["child_address"]
+        )
+    assert corrected["status"] == "delivered"
+    async with deployment.client("police-officer") as officer:
+        (mine,) = (await officer.requests(role="sent"))["requests"]
+        earlier = await officer.open(answer["packet_id"])
+    assert (mine["state"], mine["answered_by"]) == ("answered", corrected["packet_id"])
+    assert earlier.superseded_by == corrected["packet_id"]
+    # One answer on record; the correction is recorded as superseding the first answer.
+    assert ledger_types(deployment, request_id).count("request.answered") == 1
+    async with deployment.client("csc-duty") as duty:  # a second, unrelated answer is still refused
+        with pytest.raises(ApiError) as refused:
+            await duty.send(response_file(police, request_id, ["child_address"]))
+    assert refused.value.http_status == 409
 
 
 async def test_an_unanswered_request_escalates_and_a_late_decline_resolves_it(deployment: Deployment) -> None:
