@@ -535,3 +535,17 @@ async def test_the_cli_lists_and_acknowledges_escalations(deployment: Deployment
     outsider = ["--key", str(deployment.key_dir / "police-officer.json"), "--server", deployment.url]
     out, _ = await cli("escalations", *outsider)
     assert out.strip() == "No escalations."
+
+
+async def test_health_raises_the_alarm_when_deadlines_go_unhandled(deployment: Deployment) -> None:
+    """/health says degraded when obligations sit due past the lease and several rounds; a round clears it."""
+    sent = await _send(deployment, _routine_referral(deployment))
+    async with deployment.client("school-dsl") as dsl:
+        assert (await dsl.health())["deadlines"] == {"due_unhandled": 0, "oldest_due": None, "alarm": False}
+        _move_to(deployment, sent["ack_due"], hours=2)
+        stuck = await dsl.health()
+        assert stuck["status"] == "degraded" and stuck["deadlines"]["alarm"]
+        assert stuck["deadlines"]["due_unhandled"] >= 1 and "deadline worker" in stuck["deadlines"]["detail"]
+        await _worker(deployment).run_once()
+        healthy = await dsl.health()
+    assert healthy["status"] == "ok" and not healthy["deadlines"]["alarm"]

@@ -31,7 +31,7 @@ from datetime import timedelta
 from typing import Any
 
 from exchange import lifecycle
-from exchange.domain import Escalation, Event, Obligation, PacketRecord, iso, new_id
+from exchange.domain import Escalation, Event, Obligation, PacketRecord, iso, new_id, parse_iso
 from exchange.lifecycle import DeliveryState, PacketState, Party, Step
 from exchange.service import steps
 from exchange.service.context import Change, ServiceContext
@@ -137,6 +137,24 @@ class DeadlineWorker:
                 **{outcome: len(ids) for outcome, ids in done.as_json().items() if outcome != "ran"},
             )
         return done
+
+    async def health(self) -> dict[str, Any]:
+        """For ``/health``: what is due and not yet handled. Obligations left due for longer than a lease
+        and a few rounds mean no instance is running the worker (or it keeps failing): the alarm."""
+        now = self.ctx.clock()
+        waiting, oldest = await self.ctx.store.oldest_due_obligation(iso(now))
+        config = self.ctx.config
+        patience = timedelta(seconds=config.deadline_lease_seconds + 5 * config.deadline_check_seconds)
+        alarm = oldest is not None and parse_iso(oldest) < now - patience
+        report: dict[str, Any] = {"due_unhandled": waiting, "oldest_due": oldest, "alarm": alarm}
+        if self.last_round is not None:
+            report["last_round"] = self.last_round.as_json()
+        if alarm:
+            report["detail"] = (
+                "Deadlines have been due for longer than the worker's lease and several rounds without being"
+                " escalated: check that a server instance is running the deadline worker."
+            )
+        return report
 
     async def _run(self) -> None:
         # The first round comes one interval after start: start-up stays free of background writes, and

@@ -315,6 +315,10 @@ class Store(ABC):
     async def obligations_for(self, packet_id: str) -> list[Obligation]: ...
 
     @abstractmethod
+    async def oldest_due_obligation(self, now: str) -> tuple[int, str | None]:
+        """How many open obligations are due at ``now``, and the oldest due time among them."""
+
+    @abstractmethod
     async def get_request(self, request_id: str) -> InfoRequest | None: ...
 
     @abstractmethod

@@ -946,6 +946,10 @@ class SqliteStore(Store):
         )
         return [_escalation(r) for r in rows]
 
+    async def oldest_due_obligation(self, now: str) -> tuple[int, str | None]:
+        row = await self._one("SELECT COUNT(*), MIN(due) FROM obligations WHERE state = 'open' AND due <= ?", (now,))
+        return (int(row[0]), row[1]) if row else (0, None)
+
     async def obligations_for(self, packet_id: str) -> list[Obligation]:
         rows = await self._all("SELECT * FROM obligations WHERE packet_id = ? ORDER BY due, id", (packet_id,))
         return [_obligation(r) for r in rows]

@@ -51,6 +51,10 @@ async def health(request: web.Request) -> web.Response:
         report["ledger"] = await heads.health()
         if report["ledger"].get("alarm"):
             report["status"] = "degraded"
+    if ctx.deadlines is not None:
+        report["deadlines"] = await ctx.deadlines.health()
+        if report["deadlines"]["alarm"]:
+            report["status"] = "degraded"
     # Running short of listed bank holidays is an operator's to-do, not a degraded service.
     report["working_days"] = ctx.catalogue.calendar.health(ctx.clock())
     return reply(report)
