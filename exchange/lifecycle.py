@@ -22,7 +22,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 from exchange.errors import Conflict
 
@@ -346,3 +346,22 @@ _STATE_WORDS: Mapping[type, Mapping[str, str]] = {
 def describe(state: PacketState | ApprovalState | DeliveryState | RequestState) -> str:
     """A state in words a practitioner reads (the outbox's loop state)."""
     return _STATE_WORDS[type(state)][state.value]
+
+
+def markdown_table() -> str:
+    """Every transition as a Markdown table (the README's, checked by a test so the two never drift)."""
+    lines = ["| machine | from | step | who | to | ledger entry |", "|---|---|---|---|---|---|"]
+    tables: tuple[tuple[str, Mapping[tuple[Any, Step], Transition[Any]]], ...] = (
+        ("packet", PACKET_TRANSITIONS),
+        ("approval", APPROVAL_TRANSITIONS),
+        ("copy", DELIVERY_TRANSITIONS),
+        ("request", REQUEST_TRANSITIONS),
+    )
+    for machine, table in tables:
+        for (state, step), transition in table.items():
+            entry = f"`{transition.ledger_type}`" if transition.ledger_type else "(in the step it belongs to)"
+            lines.append(
+                f"| {machine} | `{state.value}` | {step.value} | {transition.party.value}"
+                f" | `{transition.next.value}` | {entry} |"
+            )
+    return "\n".join(lines)
