@@ -8,6 +8,9 @@ within its validity and is not revoked at the moment it is presented (:meth:`Mem
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 from exchange import crypto
 from exchange.domain import KeyUse, MemberKey
 from exchange.errors import CryptoError
@@ -35,3 +38,26 @@ async def verify_statement(
     except CryptoError:
         raise CryptoError(f"{what} does not verify: its signature is not over this statement.") from None
     return key
+
+
+async def verify_signed(
+    ctx: ServiceContext,
+    document: Mapping[str, Any],
+    *,
+    member_id: str,
+    statement: bytes,
+    what: str,
+    key_id: str | None = None,
+) -> tuple[MemberKey, bytes]:
+    """Check a document's base64 ``signature`` over ``statement`` by a current signing key of ``member_id``
+    (``key_id``, or the document's own ``key_id``); return the key and the signature's bytes."""
+    signature = crypto.b64decode(document["signature"], what=f"{what[0].lower()}{what[1:]}'s signature")
+    key = await verify_statement(
+        ctx,
+        key_id=key_id if key_id is not None else document["key_id"],
+        member_id=member_id,
+        statement=statement,
+        signature=signature,
+        what=what,
+    )
+    return key, signature

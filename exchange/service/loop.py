@@ -26,7 +26,7 @@ from exchange.errors import Conflict, InvalidRequest, NotFound
 from exchange.lifecycle import DeliveryState, Party, Step
 from exchange.service import steps
 from exchange.service.context import Change, ServiceContext
-from exchange.service.keys import current_key, verify_statement
+from exchange.service.keys import current_key, verify_signed
 
 
 def _ledger(receipt: Any) -> dict[str, Any]:
@@ -128,14 +128,8 @@ async def report(ctx: ServiceContext, actor: Actor, packet_id: str, document: An
         note_digest=crypto.digest_text(sealed) if sealed is not None else None,
         answers=answers,
     )
-    signature = crypto.b64decode(document["signature"], what="action report signature")
-    key = await verify_statement(
-        ctx,
-        key_id=document["key_id"],
-        member_id=actor.member_id,
-        statement=statement,
-        signature=signature,
-        what="The action report",
+    key, signature = await verify_signed(
+        ctx, document, member_id=actor.member_id, statement=statement, what="The action report"
     )
     stmt_id = feedback.statement_id(statement)
     if answers is None:
@@ -249,14 +243,8 @@ async def review(ctx: ServiceContext, actor: Actor, packet_id: str, recipient: s
         note_digest=crypto.digest_text(sealed) if sealed is not None else None,
         answers=answers,
     )
-    signature = crypto.b64decode(document["signature"], what="review signature")
-    key = await verify_statement(
-        ctx,
-        key_id=document["key_id"],
-        member_id=actor.member_id,
-        statement=statement,
-        signature=signature,
-        what=f"The {decision} of the action report",
+    key, signature = await verify_signed(
+        ctx, document, member_id=actor.member_id, statement=statement, what=f"The {decision} of the action report"
     )
     stmt_id = feedback.statement_id(statement)
     async with ctx.change() as change:

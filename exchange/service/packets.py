@@ -45,7 +45,7 @@ from exchange.lifecycle import ApprovalState, DeliveryState, PacketState, Party,
 from exchange.service import corrections, loop, paging, steps
 from exchange.service import requests as info_requests
 from exchange.service.context import Change, ServiceContext
-from exchange.service.keys import current_key, verify_statement
+from exchange.service.keys import current_key, verify_signed, verify_statement
 
 
 @dataclass(frozen=True)
@@ -570,15 +570,9 @@ async def acknowledge(ctx: ServiceContext, actor: Actor, packet_id: str, documen
     packet = await ctx.store.get_packet(packet_id)
     if packet is None:
         raise NotFound("No such packet in your inbox.")
-    signature = crypto.b64decode(document["signature"], what="acknowledgement signature")
     statement = statements.acknowledgement_statement(packet_id, packet.manifest_digest, actor.member_id)
-    key = await verify_statement(
-        ctx,
-        key_id=document["key_id"],
-        member_id=actor.member_id,
-        statement=statement,
-        signature=signature,
-        what="The acknowledgement",
+    key, signature = await verify_signed(
+        ctx, document, member_id=actor.member_id, statement=statement, what="The acknowledgement"
     )
     async with ctx.change() as change:
         delivery = await steps.delivery_in(change, packet_id, actor.member_id)

@@ -46,7 +46,7 @@ from exchange.lifecycle import Party, RequestState, Step
 from exchange.policy import requests as rules
 from exchange.service import paging, steps
 from exchange.service.context import Change, ServiceContext
-from exchange.service.keys import current_key, verify_statement
+from exchange.service.keys import current_key, verify_signed, verify_statement
 from exchange.store.base import RequestRole
 
 #: The obligation a request opens: the holders owe an answer (a packet or a decline).
@@ -88,14 +88,13 @@ async def _check(ctx: ServiceContext, actor: Actor, document: Any) -> _Checked:
     requester = request["requester"]
     if requester["member"] != actor.member_id or requester["agency"] != actor.agency_id:
         raise Forbidden("A request is made only in your own name, for the agency you belong to.")
-    signature = crypto.b64decode(document["signature"], what="request signature")
-    key = await verify_statement(
+    key, signature = await verify_signed(
         ctx,
-        key_id=requester["signing_key"],
+        document,
         member_id=actor.member_id,
         statement=statements.request_statement(request),
-        signature=signature,
         what="The request",
+        key_id=requester["signing_key"],
     )
     holder_agency = await ctx.store.get_agency(request["holder"]["agency"])
     if holder_agency is None:

@@ -19,7 +19,7 @@ from exchange.errors import CryptoError, Forbidden, InvalidRequest, PolicyViolat
 from exchange.policy import requests as rules
 from exchange.service import paging
 from exchange.service.context import ServiceContext
-from exchange.service.keys import current_key, verify_statement
+from exchange.service.keys import current_key, verify_signed
 from exchange.service.requests import record_rejection
 
 
@@ -80,14 +80,13 @@ async def _check(ctx: ServiceContext, actor: Actor, document: Any) -> tuple[dict
     sealed = crypto.b64decode(document["sealed_note"], what="sealed reasons")
     if crypto.digest_text(sealed) != decision["note"]["digest"]:
         raise CryptoError("The sealed reasons do not match the digest the decision's signature covers.")
-    signature = crypto.b64decode(document["signature"], what="decision signature")
-    key = await verify_statement(
+    key, signature = await verify_signed(
         ctx,
-        key_id=decision["signing_key"],
+        document,
         member_id=actor.member_id,
         statement=statements.share_decision_statement(decision),
-        signature=signature,
         what="The decision",
+        key_id=decision["signing_key"],
     )
     violations = rules.check_decision(decision, ctx.catalogue, ctx.clock())
     request_id = decision.get("request_id")

@@ -155,38 +155,34 @@ async def open_delivery_obligations(change: Change, packet: PacketRecord, member
         )
 
 
-async def open_approval_obligation(change: Change, packet: PacketRecord) -> None:
-    if packet.approval_due is None:
+async def _owed_to_sender(
+    change: Change, packet: PacketRecord, kind: str, due: str | None, *, owed_by_agency: str | None = None
+) -> None:
+    """A packet-wide obligation, whose escalation the sender (and their agency) waits for."""
+    if due is None:
         return
     await change.tx.add_obligation(
         Obligation(
-            id=obligation_id("approval", packet.id),
-            kind="approval",
-            due=packet.approval_due,
+            id=obligation_id(kind, packet.id),
+            kind=kind,
+            due=due,
             created=iso(change.now),
             packet_id=packet.id,
-            owed_by_agency=packet.sender_agency,
+            owed_by_agency=owed_by_agency,
             owed_to_member=packet.sender_member,
             owed_to_agency=packet.sender_agency,
         )
     )
+
+
+async def open_approval_obligation(change: Change, packet: PacketRecord) -> None:
+    """A manager of the sender's agency owes a decision by ``approval_due``."""
+    await _owed_to_sender(change, packet, "approval", packet.approval_due, owed_by_agency=packet.sender_agency)
 
 
 async def add_retention(change: Change, packet: PacketRecord) -> None:
     """The sealed content is deleted at ``retain_until``; the record and the manifest stay."""
-    if packet.retain_until is None:
-        return
-    await change.tx.add_obligation(
-        Obligation(
-            id=obligation_id("retention", packet.id),
-            kind="retention",
-            due=packet.retain_until,
-            created=iso(change.now),
-            packet_id=packet.id,
-            owed_to_member=packet.sender_member,
-            owed_to_agency=packet.sender_agency,
-        )
-    )
+    await _owed_to_sender(change, packet, "retention", packet.retain_until)
 
 
 async def settle(change: Change, packet_id: str, kinds: tuple[str, ...], member: str | None, *, met: bool) -> None:
