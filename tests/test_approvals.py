@@ -6,6 +6,7 @@ import pytest
 
 from exchange.client import ApiError, ExchangeClient
 from exchange.examples import referral, referral_without_consent
+from exchange.web.keys import CONTEXT
 from tests.conftest import Deployment
 
 
@@ -210,3 +211,21 @@ async def test_admins_and_auditors_neither_send_nor_receive(deployment: Deployme
         with pytest.raises(ApiError) as forbidden:
             await auditor.send(referral([_id(deployment, "csc-duty")]))
     assert forbidden.value.http_status == 403
+
+
+async def test_a_held_packets_deadlines_run_from_its_delivery(deployment: Deployment) -> None:
+    """Approved three hours after submission, a held referral is due for acknowledgement from the approval."""
+    from exchange.domain import parse_iso
+
+    async with deployment.client("school-dsl") as dsl:
+        sent = await dsl.send(referral_without_consent([_id(deployment, "csc-duty")]))
+    deployment.clock.offset_seconds += 3 * 3600
+    async with deployment.client("school-head") as head:
+        await _decide(head, sent["packet_id"])
+    async with deployment.client("school-dsl") as dsl:
+        (packet,) = [p for p in await dsl.outbox() if p["packet_id"] == sent["packet_id"]]
+    delivered = parse_iso(packet["recipients"][0]["delivered_at"])
+    obligations = await deployment.server.app[CONTEXT].store.obligations_for(sent["packet_id"])
+    (ack,) = [o for o in obligations if o.kind == "ack"]
+    assert packet["ack_due"] == ack.due
+    assert parse_iso(packet["ack_due"]) > delivered > parse_iso(packet["created"])

@@ -418,6 +418,9 @@ async def release_all(
         change.now,
         timedelta(days=ctx.config.undelivered_after_days),
     )
+    if packet.state is PacketState.AWAITING_APPROVAL:
+        # Held for approval: its deadlines run from delivery, not from submission.
+        await change.tx.set_packet_dues(packet.id, dues.ack, dues.action)
     for delivery in await change.tx.deliveries_for_packet(packet.id):
         await steps.release(change, packet, delivery, actor, dues)
     # A correction replaces the packet it corrects once it is delivered, not while it is held.

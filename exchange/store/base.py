@@ -93,6 +93,10 @@ class Transaction(ABC):
     ) -> None: ...
 
     @abstractmethod
+    async def set_packet_dues(self, packet_id: str, ack_due: str | None, action_due: str | None) -> None:
+        """Record when a packet held for approval must be acknowledged and actioned, now it is delivered."""
+
+    @abstractmethod
     async def remove_content(self, packet_id: str, when: str) -> None:
         """Delete the sealed body and every sealed key of the packet; its record and manifest stay."""
 

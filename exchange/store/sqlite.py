@@ -431,6 +431,11 @@ class _SqliteTransaction(Transaction):
         )
         _changed_one(cur, "approval")
 
+    async def set_packet_dues(self, packet_id: str, ack_due: str | None, action_due: str | None) -> None:
+        await self._db.execute(
+            "UPDATE packets SET ack_due = ?, action_due = ? WHERE id = ?", (ack_due, action_due, packet_id)
+        )
+
     async def remove_content(self, packet_id: str, when: str) -> None:
         await self._db.execute(
             "UPDATE packets SET body = X'', content_removed_at = ? WHERE id = ? AND content_removed_at IS NULL",
