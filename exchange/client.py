@@ -126,16 +126,20 @@ class ExchangeClient:
 
     async def request(self, method: str, path: str, document: Any = None, *, signed: bool = True) -> Any:
         """Send one signed request; return the decoded JSON, or raise :class:`ApiError`."""
+        body = None if document is None else json.dumps(document, separators=(",", ":")).encode()
+        return await self.request_raw(method, path, body, signed=signed)
+
+    async def request_raw(self, method: str, path: str, body: bytes | None, *, signed: bool = True) -> Any:
+        """Send ``body`` exactly as given (a JSON document already encoded), signed; as :meth:`request`."""
         if self._session is None:
             raise RuntimeError("Use the client as 'async with ExchangeClient(...) as client'.")
         # Sign the URL exactly as aiohttp will send it (yarl normalises percent-escapes such as %2C).
         url = str(URL(self.base_url + path))
-        body = b"" if document is None else json.dumps(document, separators=(",", ":")).encode()
         headers = {"Accept": "application/json, application/problem+json"}
-        if document is not None:
+        if body is not None:
             headers["Content-Type"] = "application/json"
         if signed:
-            headers |= httpsig.sign_request(method, url, body, self.credentials.signing, now=self.clock())
+            headers |= httpsig.sign_request(method, url, body or b"", self.credentials.signing, now=self.clock())
         async with self._session.request(method, url, data=body or None, headers=headers) as response:
             raw = await response.read()
             try:

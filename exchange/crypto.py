@@ -556,3 +556,18 @@ def load_server_key(path: Path) -> SigningKey:
     if not isinstance(key, Ed25519PrivateKey):
         raise KeyFileError(f"The server key file {path} does not hold an Ed25519 key.")
     return SigningKey(key)
+
+
+def private_folder(path: Path) -> None:
+    """Create ``path`` (and parents) if needed, and make it 0700: the store and the record live there."""
+    path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    os.chmod(path, 0o700)
+
+
+def create_private(path: Path) -> None:
+    """Make sure ``path`` exists with mode 0600, creating it empty if it does not (never truncating)."""
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    try:
+        os.fchmod(descriptor, 0o600)
+    finally:
+        os.close(descriptor)

@@ -17,6 +17,8 @@ from typing import Any, TextIO
 
 import structlog
 
+from exchange import crypto
+
 RECORD_LOGGER = "exchange.record"
 
 # Keys that must never reach a log line, whatever a caller passes by mistake.
@@ -54,11 +56,14 @@ class _Sink:
     """
 
     def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        # A new folder is private; an existing one (a log directory the operator chose) keeps its mode.
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         self._path = path
         self._handle, self._identity = self._open()
 
     def _open(self) -> tuple[TextIO, tuple[int, int]]:
+        # The record names who shared with whom: readable by the server's owner only.
+        crypto.create_private(self._path)
         handle = self._path.open("a", encoding="utf-8", buffering=1)
         status = os.fstat(handle.fileno())
         return handle, (status.st_dev, status.st_ino)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import unicodedata
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -98,6 +99,27 @@ async def set_agency_purposes(
     return updated
 
 
+#: Unicode categories a name shown to practitioners may not hold: controls (Cc, NUL included), format
+#: characters (Cf: bidi overrides and isolates, zero-width joiners and spaces), surrogates (Cs),
+#: private-use (Co) and unassigned (Cn) code points. Each can make one name look like another.
+_REFUSED_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Co", "Cn"})
+
+
+def clean_display_name(name: str) -> str:
+    """The name in NFC with its ends trimmed; :class:`InvalidRequest` if it holds a character that could
+    disguise it (a control, bidi or zero-width character), or nothing visible."""
+    normal = unicodedata.normalize("NFC", name).strip()
+    refused = sorted({f"U+{ord(c):04X}" for c in normal if unicodedata.category(c) in _REFUSED_CATEGORIES})
+    if refused:
+        raise InvalidRequest(
+            f"A display name may not hold control, bidi or zero-width characters ({', '.join(refused)}):"
+            " they can make one person's name look like another's."
+        )
+    if not normal:
+        raise InvalidRequest("A display name needs at least one visible character.")
+    return normal
+
+
 async def _register(
     change: Change,
     actor: Actor | None,
@@ -108,7 +130,7 @@ async def _register(
     encryption_public: bytes,
     not_after: Mapping[str, str | None],
 ) -> RegisteredMember:
-    member = Member(new_id("mem"), agency.id, display_name, frozenset(roles), iso(change.now))
+    member = Member(new_id("mem"), agency.id, clean_display_name(display_name), frozenset(roles), iso(change.now))
     signing = _make_key(member.id, KeyUse.SIGNING, signing_public, change.now, not_after.get("signing"))
     encryption = _make_key(member.id, KeyUse.ENCRYPTION, encryption_public, change.now, not_after.get("encryption"))
     await change.tx.insert_member(member)

@@ -17,6 +17,7 @@ from typing import Any
 
 import aiosqlite
 
+from exchange import crypto
 from exchange.domain import (
     DELIVERY_TIMES,
     Agency,
@@ -771,7 +772,10 @@ class SqliteStore(Store):
 
     @classmethod
     async def open(cls, path: Path) -> SqliteStore:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        # The database holds sealed content and who shared with whom: readable by its owner only
+        # (SQLite gives its -wal and -shm files the database file's mode).
+        crypto.private_folder(path.parent)
+        crypto.create_private(path)
         writer = await aiosqlite.connect(path, isolation_level=None)
         writer.row_factory = sqlite3.Row
         try:

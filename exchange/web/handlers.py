@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from aiohttp import web
 
+from exchange import strictjson
 from exchange.errors import InvalidRequest, StoreUnavailable
 from exchange.service import directory, packets
 from exchange.web.keys import BODY, CONTEXT, actor_of
@@ -16,10 +16,8 @@ def json_body(request: web.Request) -> Any:
     raw: bytes = request.get(BODY, b"")
     if not raw:
         raise InvalidRequest("This request needs a JSON body.")
-    try:
-        return json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
-        raise InvalidRequest("The request body is not valid JSON.") from None
+    # Duplicate names, deep nesting and lone surrogates are refused (exchange.strictjson).
+    return strictjson.loads(raw)
 
 
 def int_query(request: web.Request, name: str, default: int, *, low: int = 0, high: int = 10**12) -> int:
