@@ -117,6 +117,11 @@ class ExchangeClient:
             self._session = None
 
     @property
+    def ssl_context(self) -> ssl.SSLContext | None:
+        """The TLS context this client trusts the server with (None: the system's defaults)."""
+        return self._ssl
+
+    @property
     def member_id(self) -> str:
         if self.credentials.member_id is None:
             raise InvalidRequest("This key file is not registered to a member yet.")

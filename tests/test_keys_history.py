@@ -16,7 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from exchange import crypto
-from exchange.client import ExchangeClient, open_fetched
+from exchange.client import ApiError, ExchangeClient, open_fetched
 from exchange.domain import iso
 from exchange.errors import CryptoError, KeyFileError
 from exchange.examples import referral
@@ -82,18 +82,37 @@ async def test_packets_sealed_before_two_rotations_still_open(deployment: Deploy
     assert _mode(key_file) == 0o600
 
 
-async def test_rotation_revokes_nothing(deployment: Deployment) -> None:
-    """``keys rotate`` registers new keys and leaves the old ones valid: revoking is ``keys revoke``'s job."""
+async def test_rotation_revokes_the_old_keys(deployment: Deployment) -> None:
+    """Found by an attacker: ``keys rotate`` left the old signing key valid indefinitely; now both old keys are
+    revoked (the file keeps them, so old packets still open) and the old key no longer authenticates."""
     key_file = deployment.key_dir / "csc-duty.json"
     original = MemberCredentials.load(key_file)
+    assert original.member_id is not None
+    before = await _send_to(deployment, original.member_id)
     rotated = await cli_json("keys", "rotate", "--key", str(key_file), "--server", deployment.url)
     assert rotated["retired"] == {"signing": original.signing.key_id, "encryption": original.encryption.key_id}
+    assert rotated["revoked"] == [original.signing.key_id, original.encryption.key_id]
+    async with ExchangeClient(deployment.url, original) as stale:
+        with pytest.raises(ApiError) as refused:
+            await stale.me()
+    assert refused.value.http_status == 401
+    async with ExchangeClient(deployment.url, MemberCredentials.load(key_file)) as renewed:
+        keys = {k["key_id"]: k for k in (await renewed.me())["keys"]}
+        opened = await renewed.open(before)
+    assert all(keys[k]["revoked_at"] for k in rotated["revoked"])
+    assert keys[rotated["signing"]["key_id"]]["revoked_at"] is None
+    assert opened.packet_id == before
+
+
+async def test_rotation_can_keep_the_old_keys(deployment: Deployment) -> None:
+    """``keys rotate --keep-old`` leaves the old keys valid, for a member who revokes them later."""
+    key_file = deployment.key_dir / "csc-duty.json"
+    original = MemberCredentials.load(key_file)
+    rotated = await cli_json("keys", "rotate", "--keep-old", "--key", str(key_file), "--server", deployment.url)
+    assert rotated["revoked"] == []
     async with ExchangeClient(deployment.url, original) as client:  # the old signing key still authenticates
         keys = {k["key_id"]: k for k in (await client.me())["keys"]}
-    held = {original.signing.key_id, original.encryption.key_id}
-    held |= {rotated["signing"]["key_id"], rotated["encryption"]["key_id"]}
-    assert held <= keys.keys()
-    assert all(keys[key_id]["revoked_at"] is None for key_id in held)
+    assert keys[original.signing.key_id]["revoked_at"] is None
 
 
 async def test_a_key_file_without_the_sealing_key_says_which_key_it_lacks(deployment: Deployment) -> None:

@@ -139,8 +139,13 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p)
     p.add_argument("file", type=Path)
     p.set_defaults(func=_keys_new)
-    p = keys.add_parser("rotate", help="generate new keys for yourself and register them")
+    p = keys.add_parser("rotate", help="generate new keys for yourself, register them and revoke the old ones")
     _client_options(p)
+    p.add_argument(
+        "--keep-old",
+        action="store_true",
+        help="leave the old keys valid on the server (revoke them later with 'keys revoke')",
+    )
     p.set_defaults(func=_keys_rotate)
     p = keys.add_parser("revoke", help="revoke one of your keys (or, as admin, a member's)")
     _client_options(p)
@@ -387,14 +392,24 @@ async def _keys_rotate_work(client: ExchangeClient, args: argparse.Namespace) ->
     old = client.credentials
     signing = await client.add_key(client.member_id, "signing", fresh.signing.public_bytes)
     encryption = await client.add_key(client.member_id, "encryption", fresh.encryption.public_bytes)
-    # The replaced keys stay in the file's history, since packets sealed to them must still open, and
-    # stay valid on the server: revoking them is `keys revoke`, when the member chooses.
-    old.rotated(fresh.signing, fresh.encryption, retired=utc_now()).save(args.key)
+    # The replaced keys stay in the file's history, since packets sealed to them must still open. The
+    # file is saved before anything is revoked, so a failure below never leaves the member keyless.
+    rotated = old.rotated(fresh.signing, fresh.encryption, retired=utc_now())
+    rotated.save(args.key)
+    revoked: list[str] = []
+    if not args.keep_old:
+        # A rotated-away key must not stay valid indefinitely (a lost laptop's key would still sign):
+        # revoke both old keys, signing the revocations with the new key.
+        async with ExchangeClient(client.base_url, rotated, ssl_context=client.ssl_context) as renewed:
+            for key_id in (old.signing.key_id, old.encryption.key_id):
+                await renewed.revoke_key(key_id)
+                revoked.append(key_id)
     return {
         "kind": "keys_rotate",
         "signing": signing,
         "encryption": encryption,
         "retired": {"signing": old.signing.key_id, "encryption": old.encryption.key_id},
+        "revoked": revoked,
         "previous_keys": str(args.key),
     }
 
