@@ -8,8 +8,11 @@ were created world-readable.
 
 from __future__ import annotations
 
+import asyncio
 import json
+import sqlite3
 import stat
+from pathlib import Path
 
 import pytest
 from hypothesis import given
@@ -20,7 +23,7 @@ from exchange.client import ApiError
 from exchange.errors import InvalidRequest
 from exchange.keyfile import MemberCredentials
 from exchange.service.directory import clean_display_name
-from tests.conftest import Deployment
+from tests.conftest import Deployment, start_deployment
 
 
 async def _raw_post(deployment: Deployment, label: str, path: str, body: str) -> ApiError:
@@ -130,3 +133,19 @@ def test_a_clean_display_name_has_no_disguising_characters(name: str) -> None:
     assert cleaned == unicodedata.normalize("NFC", cleaned)
     assert all(unicodedata.category(c) not in {"Cc", "Cf", "Cs", "Co", "Cn"} for c in cleaned)
 
+
+
+async def test_requests_refused_by_the_rate_limit_write_no_nonce(tmp_path: Path) -> None:
+    """Found by an attacker: each rate-limited request still stored (and fsynced) its nonce first."""
+    running, close = await start_deployment(tmp_path, rate_limit_per_minute=3)
+    try:
+        async with running.client("csc-duty") as duty:
+            outcomes = await asyncio.gather(*(duty.me() for _ in range(10)), return_exceptions=True)
+        refused = [o for o in outcomes if isinstance(o, ApiError)]
+        assert len(refused) == 7 and {e.http_status for e in refused} == {429}
+        key_id = running.credentials("csc-duty").signing.key_id
+        with sqlite3.connect(running.config.database_path) as db:
+            (stored,) = db.execute("SELECT COUNT(*) FROM request_nonces WHERE key_id = ?", (key_id,)).fetchone()
+        assert stored == 3
+    finally:
+        await close()

@@ -2,9 +2,9 @@
 
 Order of checks: signature parameters present → key known, current and its member active → (only
 now is the body read) → ``created`` inside the window → signature and Content-Digest verify over
-method, path, query and body → the ``(keyid, nonce)`` pair is new (else it is a replay) →
-per-member rate limit.
-Every failure is a 401 (403 belongs to authorisation, decided later by the service).
+method, path, query and body → per-member rate limit (429) → only now a durable write: the
+``(keyid, nonce)`` pair is new (else it is a replay).
+Every authentication failure is a 401 (403 belongs to authorisation, decided later by the service).
 """
 
 from __future__ import annotations
@@ -101,6 +101,9 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
         max_age=max_age,
         clock_skew=timedelta(seconds=config.signature_clock_skew_seconds),
     )
+    # The rate limit comes before the nonce's durable write: a flood of refused requests costs no fsync
+    # and so cannot slow every other member's requests.
+    request.app[RATE_LIMITER].check(actor.member_id)
     async with ctx.store.write() as tx:
         # A nonce only needs remembering while its signature could still be accepted.
         fresh = await tx.remember_nonce(params.key_id, params.nonce, iso(now + max_age + max_age))
@@ -108,6 +111,5 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
             await tx.purge_nonces(iso(now))
     if not fresh:
         raise AuthenticationFailed("This request was already received once (replayed nonce); sign it afresh.")
-    request.app[RATE_LIMITER].check(actor.member_id)
     request[ACTOR] = actor
     return await handler(request)
