@@ -525,22 +525,27 @@ async def fetch(ctx: ServiceContext, actor: Actor, packet_id: str) -> dict[str, 
     race: the state is read and moved in one transaction). A recalled or undelivered copy, or one
     whose content was removed at the end of retention, is gone (410).
     """
-    async with ctx.change() as change:
-        delivery = await steps.delivery_in(change, packet_id, actor.member_id)
-        packet = await steps.packet_in(change, packet_id)
-        if delivery.state not in lifecycle.OPENABLE or packet.content_removed_at is not None:
-            raise Gone(_gone_reason(packet, delivery))
-        if delivery.state is DeliveryState.DELIVERED:
-            await steps.step_delivery(
-                change,
-                packet,
-                delivery,
-                Step.OPEN,
-                Party.RECIPIENT,
-                actor=(actor.member_id, actor.agency_id),
-                times={"opened_at": iso(change.now)},
-            )
-            await steps.settle(change, packet.id, ("expiry",), actor.member_id, met=True)
+    copies = await ctx.store.deliveries_for_packet(packet_id)
+    delivery = steps.visible_copy(next((d for d in copies if d.recipient_member == actor.member_id), None))
+    packet = await steps.packet_in_store(ctx, packet_id)
+    if delivery.state is DeliveryState.DELIVERED:
+        # Only a first fetch writes; it re-reads and moves the state inside the write transaction.
+        async with ctx.change() as change:
+            delivery = await steps.delivery_in(change, packet_id, actor.member_id)
+            packet = await steps.packet_in(change, packet_id)
+            _check_openable(packet, delivery)
+            if delivery.state is DeliveryState.DELIVERED:
+                await steps.step_delivery(
+                    change,
+                    packet,
+                    delivery,
+                    Step.OPEN,
+                    Party.RECIPIENT,
+                    actor=(actor.member_id, actor.agency_id),
+                    times={"opened_at": iso(change.now)},
+                )
+                await steps.settle(change, packet.id, ("expiry",), actor.member_id, met=True)
+    _check_openable(packet, delivery)
     manifest = json.loads(packet.manifest)
     sender_key = await ctx.store.get_key(manifest["sender"]["signing_key"])
     if sender_key is None:
@@ -559,6 +564,11 @@ async def fetch(ctx: ServiceContext, actor: Actor, packet_id: str) -> dict[str, 
         "supersedes": packet.supersedes,
         "corrected_fields": list(packet.corrected_fields),
     }
+
+
+def _check_openable(packet: PacketRecord, delivery: DeliveryRecord) -> None:
+    if delivery.state not in lifecycle.OPENABLE or packet.content_removed_at is not None:
+        raise Gone(_gone_reason(packet, delivery))
 
 
 def _gone_reason(packet: PacketRecord, delivery: DeliveryRecord) -> str:

@@ -18,7 +18,7 @@ from exchange.domain import DeliveryRecord, Event, LedgerReceipt, Obligation, Pa
 from exchange.errors import NotFound
 from exchange.lifecycle import ApprovalState, PacketState, Party, Step
 from exchange.policy import Catalogue
-from exchange.service.context import Change
+from exchange.service.context import Change, ServiceContext
 
 #: Obligations on a recipient's copy, settled as the loop moves on.
 DELIVERY_OBLIGATIONS = ("ack", "action", "query_answer", "expiry")
@@ -31,9 +31,20 @@ async def packet_in(change: Change, packet_id: str) -> PacketRecord:
     return packet
 
 
+async def packet_in_store(ctx: ServiceContext, packet_id: str) -> PacketRecord:
+    packet = await ctx.store.get_packet(packet_id)
+    if packet is None:
+        raise NotFound("No such packet.")
+    return packet
+
+
 async def delivery_in(change: Change, packet_id: str, member_id: str) -> DeliveryRecord:
     """The member's copy as the transaction sees it; 404 if they have none they may see."""
-    delivery = await change.tx.get_delivery(packet_id, member_id)
+    return visible_copy(await change.tx.get_delivery(packet_id, member_id))
+
+
+def visible_copy(delivery: DeliveryRecord | None) -> DeliveryRecord:
+    """``delivery`` if its recipient may see it; 404 otherwise."""
     if delivery is None or not lifecycle.visible_to_recipient(delivery.state) or _recalled_unseen(delivery):
         # The same answer whether the packet does not exist or is someone else's.
         raise NotFound("No such packet in your inbox.")

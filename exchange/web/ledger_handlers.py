@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+
 from aiohttp import web
 
 from exchange.errors import InvalidRequest
@@ -44,7 +46,11 @@ async def receipt(request: web.Request) -> web.Response:
 
 
 async def export(request: web.Request) -> web.StreamResponse:
-    stream = ledger.export_stream(request.app[CONTEXT], actor_of(request))
+    return await stream_lines(request, ledger.export_stream(request.app[CONTEXT], actor_of(request)))
+
+
+async def stream_lines(request: web.Request, stream: AsyncIterator[bytes]) -> web.StreamResponse:
+    """Send a service's JSON-lines stream; its first line is awaited before the response starts."""
     first = await anext(stream)  # authorisation and the read's record happen before any byte is sent
     response = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
     await response.prepare(request)

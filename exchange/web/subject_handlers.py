@@ -7,6 +7,7 @@ from aiohttp import web
 from exchange.service import subjects
 from exchange.web.handlers import int_query, reply
 from exchange.web.keys import CONTEXT, actor_of
+from exchange.web.ledger_handlers import stream_lines
 
 _MAX = 2**53
 
@@ -22,15 +23,8 @@ async def subject_view(request: web.Request) -> web.Response:
 
 
 async def subject_export(request: web.Request) -> web.StreamResponse:
-    stream = subjects.subject_export_stream(request.app[CONTEXT], actor_of(request), request.match_info["pseudonym"])
-    first = await anext(stream)  # authorisation and the read's record happen before any byte is sent
-    response = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
-    await response.prepare(request)
-    await response.write(first)
-    async for line in stream:
-        await response.write(line)
-    await response.write_eof()
-    return response
+    lines = subjects.subject_export_stream(request.app[CONTEXT], actor_of(request), request.match_info["pseudonym"])
+    return await stream_lines(request, lines)
 
 
 def routes() -> list[web.RouteDef]:
