@@ -6,14 +6,16 @@ These run offline against the store (not through the API): they are how a deploy
 from __future__ import annotations
 
 import secrets
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from exchange import crypto
 from exchange.config import Config
 from exchange.domain import Role
+from exchange.errors import InvalidRequest, NotFound
 from exchange.keyfile import MemberCredentials
 from exchange.policy import load_catalogue
 from exchange.record import Record
@@ -95,6 +97,34 @@ async def set_agency_purposes(
         "send_purposes": sorted(agency.send_purposes) if agency.send_purposes is not None else None,
         "receive_purposes": sorted(agency.receive_purposes) if agency.receive_purposes is not None else None,
     }
+
+
+async def operator_register(
+    config: Config, *, agency_id: str, display_name: str, roles: list[str], enrolment: Mapping[str, Any]
+) -> dict[str, Any]:
+    """The operator registers a member offline, with any role (auditor included) and the member's proof.
+
+    Agency admins register members through the API but cannot grant roles that reach beyond their
+    agency; this is the deployment operator's path for those, run on the server's own machine.
+    """
+    try:
+        granted = [Role(r) for r in roles]
+    except ValueError:
+        raise InvalidRequest(f"Unknown role in {roles}; use: {', '.join(r.value for r in Role)}.") from None
+    async with offline_context(config) as ctx:
+        agency = await ctx.store.get_agency(agency_id)
+        if agency is None:
+            raise NotFound(f"No agency {agency_id} in this deployment's directory.")
+        registered = await directory.bootstrap_member(
+            ctx,
+            agency,
+            display_name,
+            granted,
+            crypto.b64decode(enrolment["signing_key"]["public"], what="signing key"),
+            crypto.b64decode(enrolment["encryption_key"]["public"], what="encryption key"),
+            proof=crypto.b64decode(enrolment["proof"], what="proof of possession"),
+        )
+    return directory.describe_member(registered.member, [registered.signing_key, registered.encryption_key])
 
 
 #: The demo directory: a school, children's social care, police and a partnership's auditor.

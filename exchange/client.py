@@ -183,18 +183,36 @@ class ExchangeClient:
         return await self.request("GET", "/v1/directory" + (f"?agency={agency}" if agency else ""))
 
     async def register_member(
-        self, agency: str, display_name: str, roles: Sequence[str], new_member: MemberCredentials
+        self,
+        agency: str,
+        display_name: str,
+        roles: Sequence[str],
+        new_member: MemberCredentials | Mapping[str, Any],
     ) -> Any:
+        """Register a member of your agency (as its admin) from their enrolment (public keys and their
+        own proof of possession; see :meth:`MemberCredentials.enrolment`), or from their credentials."""
+        enrolment = new_member.enrolment() if isinstance(new_member, MemberCredentials) else new_member
+        keys = {name: enrolment[name] for name in ("signing_key", "encryption_key", "proof")}
         return await self.request(
-            "POST",
-            "/v1/members",
-            {"agency": agency, "display_name": display_name, "roles": list(roles)} | new_member.public_document(),
+            "POST", "/v1/members", {"agency": agency, "display_name": display_name, "roles": list(roles)} | keys
         )
 
-    async def add_key(self, member_id: str, use: str, public: bytes) -> Any:
-        return await self.request(
-            "POST", f"/v1/members/{member_id}/keys", {"use": use, "public": crypto.b64encode(public)}
-        )
+    async def add_key(self, use: str, public: bytes, *, proof: bytes | None = None) -> Any:
+        """Add a key to your own account (nobody else can); a signing key needs ``proof``, see
+        :meth:`add_signing_key`."""
+        document: dict[str, Any] = {"use": use, "public": crypto.b64encode(public)}
+        if proof is not None:
+            document["proof"] = crypto.b64encode(proof)
+        return await self.request("POST", f"/v1/members/{self.member_id}/keys", document)
+
+    async def add_signing_key(self, key: crypto.SigningKey) -> Any:
+        """Add a new signing key of yours, with its proof of possession (a signature made with it)."""
+        statement = statements.new_key_statement(self.member_id, key.key_id, "signing")
+        return await self.add_key("signing", key.public_bytes, proof=key.sign(statement))
+
+    async def add_encryption_key(self, public: bytes) -> Any:
+        """Add a new encryption key of yours (the request's own signature binds it to you)."""
+        return await self.add_key("encryption", public)
 
     async def revoke_key(self, key_id: str) -> Any:
         return await self.request("POST", f"/v1/keys/{key_id}/revoke")

@@ -153,6 +153,47 @@ class LedgerProofError(ExchangeError):
     title = "The ledger proof does not verify"
 
 
+class KeyTransparencyError(LedgerProofError):
+    """A recipient's key, or one of the member's own, is not what the signed ledger says it should be.
+
+    Raised on the member's side (a sender about to seal, ``exchange keys monitor``): the directory
+    offered a key the ledger does not hold for that member, or the ledger holds a key for a member that
+    their key file does not know. Either way nothing is sealed or trusted until it is explained.
+    """
+
+    code = "keys.transparency"
+    title = "A key does not match the ledger"
+
+
+class NotKeyOwner(Forbidden):
+    """Only a member adds keys to their own account, signed with a current key of theirs."""
+
+    code = "keys.not_owner"
+    title = "Only the member can add their own keys"
+
+
+class RoleNeedsOperator(Forbidden):
+    """A role that reaches beyond one agency (auditor) is granted by the deployment's operator."""
+
+    code = "directory.role_needs_operator"
+    title = "This role is granted by the deployment's operator"
+
+
+class ProofOfPossessionInvalid(ExchangeError):
+    """A new key comes without a valid signature made with it (the owner's proof of possession)."""
+
+    code = "keys.proof_invalid"
+    status = 422
+    title = "The new key's proof of possession does not verify"
+
+
+class KeyInUse(Conflict):
+    """A key registered for one member cannot be registered again (for them or anyone else)."""
+
+    code = "keys.in_use"
+    title = "This key is already registered"
+
+
 class IdentifyingContent(ExchangeError):
     """An anonymous consultation's text looks identifying (the sender's client checks before sealing).
 

@@ -18,11 +18,12 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Generic, TypeVar
 
-from exchange import crypto
+from exchange import crypto, statements
 from exchange.domain import iso, parse_iso
 from exchange.errors import CryptoError, KeyFileError
 
 FORMAT = "safeguarding-exchange/member-keys/v1"
+ENROLMENT_FORMAT = "safeguarding-exchange/enrolment/v1"
 
 _Key = TypeVar("_Key", crypto.SigningKey, crypto.EncryptionKey)
 
@@ -147,6 +148,51 @@ class MemberCredentials:
             "signing_key": {"public": crypto.b64encode(self.signing.public_bytes)},
             "encryption_key": {"public": crypto.b64encode(self.encryption.public_bytes)},
         }
+
+    def enrolment(self) -> dict[str, Any]:
+        """The enrolment file a new member hands their admin: public keys and the member's own proof.
+
+        Public only (nothing in it is secret): the proof is the signing key's signature over both key
+        ids, so an admin can register exactly these keys and no others for this person.
+        """
+        statement = statements.enrolment_statement(self.signing.key_id, self.encryption.key_id)
+        return {
+            "format": ENROLMENT_FORMAT,
+            "signing_key_id": self.signing.key_id,
+            "encryption_key_id": self.encryption.key_id,
+            **self.public_document(),
+            "proof": crypto.b64encode(self.signing.sign(statement)),
+        }
+
+
+def load_enrolment(path: Path) -> dict[str, Any]:
+    """Read an enrolment file (``exchange keys new`` writes one); :class:`KeyFileError` if it is not one.
+
+    The proof is checked by the server; here only the shape, so a wrong file is named plainly.
+    """
+    try:
+        document = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        raise KeyFileError(f"{path} is not a readable enrolment file.") from None
+    if not isinstance(document, dict) or document.get("format") != ENROLMENT_FORMAT:
+        raise KeyFileError(f"{path} is not an enrolment file ({ENROLMENT_FORMAT}).")
+    try:
+        return {
+            "signing_key": {"public": str(document["signing_key"]["public"])},
+            "encryption_key": {"public": str(document["encryption_key"]["public"])},
+            "proof": str(document["proof"]),
+        }
+    except (KeyError, TypeError):
+        raise KeyFileError(f"The enrolment file {path} lacks its keys or proof.") from None
+
+
+def is_key_file(path: Path) -> bool:
+    """Whether ``path`` holds a member key file (rather than, say, an enrolment file)."""
+    try:
+        document = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(document, dict) and document.get("format") == FORMAT
 
 
 def _entries(previous: Any) -> list[Mapping[str, Any]]:

@@ -136,3 +136,22 @@ def decline_note_context(request_id: str) -> str:
 def decision_note_context(decision_id: str) -> str:
     """What a decision's reasons sealed to their author are bound to."""
     return f"decision:{decision_id}"
+
+
+ENROLMENT = "safeguarding-exchange/enrolment/v1"
+NEW_KEY = "safeguarding-exchange/new-key/v1"
+
+
+def enrolment_statement(signing_key_id: str, encryption_key_id: str) -> bytes:
+    """What a new member signs with their new signing key: "these two keys are mine".
+
+    The member's own proof of possession, made on their own machine (``exchange keys new``) before an
+    admin registers them: an admin can bind a person to keys only with that person's signature over
+    them. Key ids are fingerprints, so the statement names the exact public keys.
+    """
+    return canonical_json({"type": ENROLMENT, "signing_key": signing_key_id, "encryption_key": encryption_key_id})
+
+
+def new_key_statement(member: str, key_id: str, use: str) -> bytes:
+    """What a member signs with a new signing key when adding it (proof of possession of that key)."""
+    return canonical_json({"type": NEW_KEY, "member": member, "key": key_id, "use": use})

@@ -72,10 +72,12 @@ def test_init_refuses_an_unknown_agency_kind(tmp_path: Path) -> None:
 
 
 async def test_new_member_from_key_file_to_acknowledged_packet(deployment: Deployment, tmp_path: Path) -> None:
-    """keys new → members add → send → inbox → open → ack → outbox, all through the CLI."""
+    """keys new → members add (the public enrolment file) → send → inbox → open → ack → outbox, all by CLI."""
     newcomer = tmp_path / "new-social-worker.json"
     await cli("keys", "new", str(newcomer))
     assert newcomer.stat().st_mode & 0o777 == 0o600
+    enrolment = tmp_path / "new-social-worker.enrolment.json"
+    assert "private" not in enrolment.read_text()
     admin = ["--key", str(deployment.key_dir / "csc-admin.json"), "--server", deployment.url]
     added = await cli_json(
         "members",
@@ -86,10 +88,12 @@ async def test_new_member_from_key_file_to_acknowledged_packet(deployment: Deplo
         "--roles",
         "practitioner",
         "--member-key",
-        str(newcomer),
+        str(enrolment),
     )
     mine = ["--key", str(newcomer), "--server", deployment.url]
     assert (await cli_json("whoami", *mine))["id"] == added["id"]
+    # The key file learnt who it belongs to on that first use.
+    assert json.loads(newcomer.read_text())["member"] == added["id"]
 
     packet = tmp_path / "referral.json"
     packet.write_text(json.dumps(referral([added["id"]])))

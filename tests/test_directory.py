@@ -61,7 +61,7 @@ async def test_key_rotation_then_revocation(deployment: Deployment) -> None:
     old = deployment.credentials("csc-duty")
     fresh = SigningKey.generate()
     async with ExchangeClient(deployment.url, old) as client:
-        await client.add_key(client.member_id, "signing", fresh.public_bytes)
+        await client.add_signing_key(fresh)
     rotated = MemberCredentials(old.member_id, old.agency_id, old.server, fresh, old.encryption)
     async with ExchangeClient(deployment.url, rotated) as client:
         revoked = await client.revoke_key(old.signing.key_id)

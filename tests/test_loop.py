@@ -268,8 +268,8 @@ async def test_a_report_signed_with_a_revoked_key_is_refused(deployment: Deploym
     old = deployment.credentials("csc-duty")
     rotated = old.rotated(crypto.SigningKey.generate(), crypto.EncryptionKey.generate(), retired=deployment.clock())
     async with ExchangeClient(deployment.url, old) as before:
-        await before.add_key(before.member_id, "signing", rotated.signing.public_bytes)
-        await before.add_key(before.member_id, "encryption", rotated.encryption.public_bytes)
+        await before.add_signing_key(rotated.signing)
+        await before.add_encryption_key(rotated.encryption.public_bytes)
     async with ExchangeClient(deployment.url, rotated) as recipient:
         await recipient.revoke_key(old.signing.key_id)
         loop = await recipient.loop(packet_id)

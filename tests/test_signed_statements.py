@@ -17,7 +17,7 @@ async def _rotate_signing_key(deployment: Deployment, label: str) -> tuple[Excha
     old = deployment.credentials(label)
     new_key = crypto.SigningKey.generate()
     async with deployment.client(label) as client:
-        await client.add_key(client.member_id, "signing", new_key.public_bytes)
+        await client.add_signing_key(new_key)
     rotated = ExchangeClient(deployment.url, replace(old, signing=new_key))
     async with rotated:
         await rotated.revoke_key(old.signing.key_id)

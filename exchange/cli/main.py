@@ -24,7 +24,7 @@ from exchange.config import Config
 from exchange.democlock import FileOffsetClock
 from exchange.domain import utc_now
 from exchange.errors import ExchangeError, InvalidRequest
-from exchange.keyfile import MemberCredentials
+from exchange.keyfile import MemberCredentials, is_key_file, load_enrolment
 
 DEFAULT_SERVER = "http://127.0.0.1:8080"
 
@@ -135,9 +135,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_serve)
 
     keys = sub.add_parser("keys", help="member keys").add_subparsers(dest="keys_command", required=True)
-    p = keys.add_parser("new", help="generate a new member key file (private, 0600) and show its public halves")
+    p = keys.add_parser(
+        "new", help="generate your key file (private, 0600) and the enrolment file your admin registers you with"
+    )
     _common(p)
     p.add_argument("file", type=Path)
+    p.add_argument(
+        "--enrolment", type=Path, help="where to write the public enrolment file (default: FILE.enrolment.json)"
+    )
     p.set_defaults(func=_keys_new)
     p = keys.add_parser("rotate", help="generate new keys for yourself, register them and revoke the old ones")
     _client_options(p)
@@ -153,11 +158,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_keys_revoke)
 
     members = sub.add_parser("members", help="the directory").add_subparsers(dest="members_command", required=True)
-    p = members.add_parser("add", help="(agency admin) register a member of your agency with their key file")
+    p = members.add_parser("add", help="(agency admin) register a member of your agency from their enrolment file")
     _client_options(p)
     p.add_argument("--name", required=True)
     p.add_argument("--roles", required=True, help="comma-separated: practitioner,manager,safeguarding_lead,...")
-    p.add_argument("--member-key", type=Path, required=True, help="the new member's key file (from 'keys new')")
+    p.add_argument(
+        "--member-key",
+        type=Path,
+        required=True,
+        help="the new member's enrolment file (public, from their 'keys new'), or their key file",
+    )
     p.set_defaults(func=_members_add)
     p = members.add_parser("list", help="agencies and members in the directory")
     _client_options(p)
@@ -253,12 +263,27 @@ def with_client(
     def run(args: argparse.Namespace) -> int:
         async def go() -> Any:
             async with client_from(args) as client:
+                if client.credentials.member_id is None and args.key is not None:
+                    client = await _learn_registration(client, args.key)
                 return await work(client, args)
 
         result = asyncio.run(go())
         return output.emit(args, result)
 
     return run
+
+
+async def _learn_registration(client: ExchangeClient, key_file: Path) -> ExchangeClient:
+    """A key file made by 'keys new' learns its member id and agency on first use after registration.
+
+    The admin registered the member from their public enrolment file, never holding the private
+    key file; the server knows the member by the key that signed this request.
+    """
+    me = await client.me()
+    credentials = client.credentials.registered(me["id"], me["agency"], client.base_url, me["display_name"])
+    credentials.save(key_file)
+    client.credentials = credentials
+    return client
 
 
 def _load_json(path: Path) -> Any:
@@ -370,16 +395,26 @@ def _serve(args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------------------- member commands
 
 
+def enrolment_path(key_file: Path) -> Path:
+    """Where 'keys new' puts the public enrolment file for a key file: beside it, ``NAME.enrolment.json``."""
+    return key_file.with_name(key_file.stem + ".enrolment.json")
+
+
 def _keys_new(args: argparse.Namespace) -> int:
-    if args.file.exists():
-        raise InvalidRequest(f"{args.file} already exists; choose another file name.")
+    enrolment_file = args.enrolment or enrolment_path(args.file)
+    for path in (args.file, enrolment_file):
+        if path.exists():
+            raise InvalidRequest(f"{path} already exists; choose another file name.")
     credentials = MemberCredentials.generate()
     credentials.save(args.file)
+    enrolment = credentials.enrolment()
+    enrolment_file.write_text(json.dumps(enrolment, indent=2) + "\n", encoding="utf-8")
     return output.emit(
         args,
         {
             "kind": "keys_new",
             "file": str(args.file),
+            "enrolment_file": str(enrolment_file),
             "signing_key_id": credentials.signing.key_id,
             "encryption_key_id": credentials.encryption.key_id,
         }
@@ -390,8 +425,8 @@ def _keys_new(args: argparse.Namespace) -> int:
 async def _keys_rotate_work(client: ExchangeClient, args: argparse.Namespace) -> Any:
     fresh = MemberCredentials.generate()
     old = client.credentials
-    signing = await client.add_key(client.member_id, "signing", fresh.signing.public_bytes)
-    encryption = await client.add_key(client.member_id, "encryption", fresh.encryption.public_bytes)
+    signing = await client.add_signing_key(fresh.signing)
+    encryption = await client.add_encryption_key(fresh.encryption.public_bytes)
     # The replaced keys stay in the file's history, since packets sealed to them must still open. The
     # file is saved before anything is revoked, so a failure below never leaves the member keyless.
     rotated = old.rotated(fresh.signing, fresh.encryption, retired=utc_now())
@@ -425,11 +460,16 @@ _keys_revoke = with_client(_keys_revoke_work)
 
 
 async def _members_add_work(client: ExchangeClient, args: argparse.Namespace) -> Any:
-    new_member = MemberCredentials.load(args.member_key)
     me = await client.me()
     roles = [r.strip() for r in args.roles.split(",") if r.strip()]
-    created = await client.register_member(me["agency"], args.name, roles, new_member)
-    new_member.registered(created["id"], created["agency"], client.base_url, args.name).save(args.member_key)
+    if is_key_file(args.member_key):
+        # Kept for set-ups where the admin prepares a newcomer's key file for them; the enrolment file
+        # is better, since then the admin never holds the member's private keys.
+        new_member = MemberCredentials.load(args.member_key)
+        created = await client.register_member(me["agency"], args.name, roles, new_member)
+        new_member.registered(created["id"], created["agency"], client.base_url, args.name).save(args.member_key)
+    else:
+        created = await client.register_member(me["agency"], args.name, roles, load_enrolment(args.member_key))
     return {"kind": "member_added"} | created
 
 

@@ -211,10 +211,10 @@ def _member(result: Mapping[str, Any]) -> str:
 
 def _keys_new(result: Mapping[str, Any]) -> str:
     return (
-        f"Wrote a new private key file {result['file']} (readable by you only).\n"
+        f"Wrote a new private key file {result['file']} (readable by you only; never share it).\n"
         f"  signing key    {result['signing_key_id']}\n  encryption key {result['encryption_key_id']}\n"
-        "Give the file to your agency admin's 'exchange members add --member-key' (or send them the public"
-        " halves with --json); never share it otherwise."
+        f"Give your agency admin the enrolment file {result['enrolment_file']} (public: your two public keys,"
+        " signed by you) for 'exchange members add --member-key'. Read them your signing key id to check it."
     )
 
 

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from exchange import crypto, schemas
+from exchange import crypto, schemas, statements
 from exchange.domain import (
     Actor,
     Agency,
@@ -22,7 +22,16 @@ from exchange.domain import (
     new_id,
     parse_iso,
 )
-from exchange.errors import AuthenticationFailed, Forbidden, InvalidRequest, NotFound
+from exchange.errors import (
+    AuthenticationFailed,
+    CryptoError,
+    Forbidden,
+    InvalidRequest,
+    NotFound,
+    NotKeyOwner,
+    ProofOfPossessionInvalid,
+    RoleNeedsOperator,
+)
 from exchange.service.context import Change, ServiceContext
 
 
@@ -120,6 +129,25 @@ def clean_display_name(name: str) -> str:
     return normal
 
 
+#: Roles an agency admin may grant: those that act inside the admin's own agency. The auditor reads every
+#: agency's ledger, so only the deployment's operator grants it (``exchange operator register``).
+ADMIN_GRANTABLE_ROLES = frozenset({Role.PRACTITIONER, Role.MANAGER, Role.SAFEGUARDING_LEAD, Role.AGENCY_ADMIN})
+
+
+def check_enrolment_proof(signing_public: bytes, encryption_public: bytes, proof: bytes) -> None:
+    """The new member's own signature, with their new signing key, over the enrolment statement naming
+    both keys; :class:`ProofOfPossessionInvalid` otherwise (nobody binds a person to keys without them)."""
+    signing_id = crypto.check_signing_public_key(signing_public)
+    encryption_id = crypto.check_encryption_public_key(encryption_public)
+    try:
+        crypto.verify_signature(signing_public, statements.enrolment_statement(signing_id, encryption_id), proof)
+    except CryptoError:
+        raise ProofOfPossessionInvalid(
+            "The registration's proof does not verify: it must be the new member's signature, made with their new"
+            " signing key, over both their keys. Ask them for the enrolment file 'exchange keys new' wrote."
+        ) from None
+
+
 async def _register(
     change: Change,
     actor: Actor | None,
@@ -128,8 +156,11 @@ async def _register(
     roles: Iterable[Role],
     signing_public: bytes,
     encryption_public: bytes,
+    proof: bytes | None,
     not_after: Mapping[str, str | None],
 ) -> RegisteredMember:
+    if proof is not None:
+        check_enrolment_proof(signing_public, encryption_public, proof)
     member = Member(new_id("mem"), agency.id, clean_display_name(display_name), frozenset(roles), iso(change.now))
     signing = _make_key(member.id, KeyUse.SIGNING, signing_public, change.now, not_after.get("signing"))
     encryption = _make_key(member.id, KeyUse.ENCRYPTION, encryption_public, change.now, not_after.get("encryption"))
@@ -146,6 +177,8 @@ async def _register(
                 "roles": sorted(r.value for r in member.roles),
                 "signing_key": signing.key_id,
                 "encryption_key": encryption.key_id,
+                # Whether the member's own signature bound these keys (the operator's seeding may not have one).
+                "proof_of_possession": proof is not None,
             },
         )
     )
@@ -159,30 +192,46 @@ async def bootstrap_member(
     roles: Iterable[Role],
     signing_public: bytes,
     encryption_public: bytes,
+    proof: bytes | None = None,
 ) -> RegisteredMember:
-    """Register a member as the operator (``exchange init``, demo seeding): no API actor."""
+    """Register a member as the operator (``exchange init``, ``exchange operator register``, demo seeding).
+
+    The operator may grant any role, auditor included; with ``proof`` the member's own enrolment
+    signature is checked as the API checks it.
+    """
     async with ctx.change() as change:
-        return await _register(change, None, agency, display_name, roles, signing_public, encryption_public, {})
+        return await _register(
+            change, None, agency, display_name, roles, signing_public, encryption_public, proof, {}
+        )
 
 
 async def register_member(ctx: ServiceContext, actor: Actor, document: Any) -> RegisteredMember:
-    """An agency admin registers a member of their own agency, with the member's public keys."""
+    """An agency admin registers a member of their own agency, with the member's public keys and proof."""
     schemas.check(document, "member.v1", what="member registration")
     if Role.AGENCY_ADMIN not in actor.member.roles:
         raise Forbidden("Only an agency admin can register members.")
     if document["agency"] != actor.agency_id:
         raise Forbidden("An agency admin can register members of their own agency only.")
+    roles = frozenset(Role(r) for r in document["roles"])
+    beyond = sorted(r.value for r in roles - ADMIN_GRANTABLE_ROLES)
+    if beyond:
+        raise RoleNeedsOperator(
+            f"An agency admin cannot grant {', '.join(beyond)}: it reaches beyond one agency, so the deployment's"
+            " operator grants it ('exchange operator register')."
+        )
     signing_public = crypto.b64decode(document["signing_key"]["public"], what="signing key")
     encryption_public = crypto.b64decode(document["encryption_key"]["public"], what="encryption key")
+    proof = crypto.b64decode(document["proof"], what="proof of possession")
     async with ctx.change() as change:
         return await _register(
             change,
             actor,
             actor.agency,
             document["display_name"],
-            (Role(r) for r in document["roles"]),
+            roles,
             signing_public,
             encryption_public,
+            proof,
             {
                 "signing": document["signing_key"].get("not_after"),
                 "encryption": document["encryption_key"].get("not_after"),
@@ -190,25 +239,41 @@ async def register_member(ctx: ServiceContext, actor: Actor, document: Any) -> R
         )
 
 
-async def _member_in_reach(ctx: ServiceContext, actor: Actor, member_id: str) -> Member:
-    """The member, if the actor is that member or an admin of their agency; otherwise 404/403."""
+async def add_key(ctx: ServiceContext, actor: Actor, member_id: str, document: Any) -> MemberKey:
+    """A member adds a key to their own account (rotation), in a request signed with a current key of theirs.
+
+    Nobody else can: not an agency admin, whose key for a manager would let them approve as that
+    manager and, since senders seal to the newest key, read what is sent to them. A new signing key
+    carries its own signature (proof of possession). Every key event is in the ledger, where the
+    member's ``exchange keys monitor`` and every sender's client check it.
+    """
+    schemas.check(document, "key.v1", what="key")
     member = await ctx.store.get_member(member_id)
     if member is None:
         raise NotFound("No such member.")
-    if member.id == actor.member_id:
-        return member
-    if Role.AGENCY_ADMIN in actor.member.roles and member.agency_id == actor.agency_id:
-        return member
-    raise Forbidden("Only the member or an admin of their agency can manage their keys.")
-
-
-async def add_key(ctx: ServiceContext, actor: Actor, member_id: str, document: Any) -> MemberKey:
-    """Rotation: add a new key for a member (the member, or their agency's admin)."""
-    schemas.check(document, "key.v1", what="key")
-    member = await _member_in_reach(ctx, actor, member_id)
+    if member.id != actor.member_id:
+        raise NotKeyOwner(
+            "Only the member adds keys to their own account ('exchange keys rotate' with their own key file)."
+            " An admin can revoke a lost key; the member then makes new keys and is registered again."
+        )
+    use = KeyUse(document["use"])
     public = crypto.b64decode(document["public"], what="public key")
+    if use is KeyUse.SIGNING:
+        key_id = crypto.check_signing_public_key(public)
+        if "proof" not in document:
+            raise ProofOfPossessionInvalid("A new signing key needs its proof: a signature made with it (see key.v1).")
+        try:
+            crypto.verify_signature(
+                public,
+                statements.new_key_statement(member.id, key_id, use.value),
+                crypto.b64decode(document["proof"], what="proof of possession"),
+            )
+        except CryptoError:
+            raise ProofOfPossessionInvalid(
+                "The new signing key's proof does not verify: sign the new-key statement with the new key."
+            ) from None
     async with ctx.change() as change:
-        key = _make_key(member.id, KeyUse(document["use"]), public, change.now, document.get("not_after"))
+        key = _make_key(member.id, use, public, change.now, document.get("not_after"))
         await change.tx.insert_key(key)
         await change.record(
             Event(
@@ -221,12 +286,25 @@ async def add_key(ctx: ServiceContext, actor: Actor, member_id: str, document: A
     return key
 
 
+async def _may_revoke(ctx: ServiceContext, actor: Actor, member_id: str) -> Member:
+    """The member whose key is revoked, if the actor is that member or an admin of their agency."""
+    member = await ctx.store.get_member(member_id)
+    if member is None:
+        raise NotFound("No such member.")
+    if member.id == actor.member_id:
+        return member
+    # Revoking only ever takes power away (a leaver's or a lost laptop's key), so an admin may do it.
+    if Role.AGENCY_ADMIN in actor.member.roles and member.agency_id == actor.agency_id:
+        return member
+    raise Forbidden("Only the member or an admin of their agency can revoke their keys.")
+
+
 async def revoke_key(ctx: ServiceContext, actor: Actor, key_id: str) -> MemberKey:
     """Revoke a key at once; requests signed with it are refused from now on."""
     key = await ctx.store.get_key(key_id)
     if key is None:
         raise NotFound("No such key.")
-    member = await _member_in_reach(ctx, actor, key.member_id)
+    member = await _may_revoke(ctx, actor, key.member_id)
     async with ctx.change() as change:
         await change.tx.revoke_key(key_id, iso(change.now))
         await change.record(

@@ -51,7 +51,8 @@ class Transaction(ABC):
     async def insert_member(self, member: Member) -> None: ...
 
     @abstractmethod
-    async def insert_key(self, key: MemberKey) -> None: ...
+    async def insert_key(self, key: MemberKey) -> None:
+        """Store a new key; :class:`exchange.errors.KeyInUse` if its id (its fingerprint) is registered already."""
 
     @abstractmethod
     async def revoke_key(self, key_id: str, when: str) -> None: ...

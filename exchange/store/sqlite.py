@@ -37,7 +37,7 @@ from exchange.domain import (
     SealedNote,
     ShareDecision,
 )
-from exchange.errors import Conflict, StateChanged, StoreUnavailable
+from exchange.errors import Conflict, KeyInUse, StateChanged, StoreUnavailable
 from exchange.ledger import merkle, tree
 from exchange.ledger.heads import TreeHead
 from exchange.ledger.index import entry_refs
@@ -372,7 +372,10 @@ class _SqliteTransaction(Transaction):
                 ),
             )
         except sqlite3.IntegrityError:
-            raise Conflict("That public key is already registered.") from None
+            raise KeyInUse(
+                "This key is already registered on the exchange. Every member makes their own keys"
+                " ('exchange keys new'); one key never serves two accounts."
+            ) from None
 
     async def revoke_key(self, key_id: str, when: str) -> None:
         await self._db.execute(
