@@ -6,6 +6,7 @@ leave this process: the server receives public keys, ciphertext and signatures o
 
 from __future__ import annotations
 
+import asyncio
 import json
 import ssl
 from collections.abc import Callable, Mapping, Sequence
@@ -26,9 +27,12 @@ from exchange.keyfile import MemberCredentials
 from exchange.ledger import TreeHead
 from exchange.ledger.proofs import check_head_extends, check_inclusion_answer
 from exchange.ledger.subject_export import SubjectExport, verify_subject_export
+from exchange.transparency import KeyHistory, TrustState, check_key_history, check_sealing_key
 
 #: Roles whose members receive a packet addressed to a whole agency ("agency:agy_...").
 DUTY_ROLES = frozenset(role.value for role in SHARING_ROLES)
+#: How long a sender waits for a just-registered recipient key to enter a signed tree head.
+KEY_EVENT_WAIT_SECONDS = 5.0
 
 
 class ApiError(ExchangeError):
@@ -96,8 +100,12 @@ class ExchangeClient:
         ssl_context: ssl.SSLContext | None = None,
         linkage_key: bytes | None = None,
         clock: Callable[[], datetime] = utc_now,
+        trust: TrustState | None = None,
     ) -> None:
         self.base_url = base_url.rstrip("/")
+        #: What this member's client verified of the ledger before (pinned server key, largest head,
+        #: checked recipient keys); in memory only unless loaded from a file (the CLI keeps one per key file).
+        self.trust = trust if trust is not None else TrustState()
         #: The time requests are signed at (RFC 9421 ``created``); tests share the server's moved clock.
         self.clock = clock
         self.credentials = credentials
@@ -253,7 +261,36 @@ class ExchangeClient:
             if crypto.check_encryption_public_key(public) != key["key_id"]:
                 raise CryptoError(f"The directory's encryption key for {member_id} does not match its key id.")
             recipients.append(crypto.Recipient(member_id, member["agency"], key["key_id"], public))
+        await self.check_recipient_keys(recipients)
         return recipients
+
+    # ------------------------------------------------------------------ key transparency
+
+    async def key_history(self, member_id: str) -> KeyHistory:
+        """``member_id``'s keys as the signed ledger records them, every proof verified here (and the head
+        checked against the one this client verified before, which it then remembers)."""
+        since = f"?since={self.trust.head.size}" if self.trust.head is not None else ""
+        answer = await self.request("GET", f"/v1/members/{quote(member_id, safe='')}/key-history{since}")
+        history = check_key_history(answer, member_id, self.trust)
+        self.trust.save()
+        return history
+
+    async def check_recipient_keys(self, recipients: Sequence[crypto.Recipient]) -> None:
+        """Seal only to keys the ledger made for their member and has not revoked: a key the directory offers
+        but the ledger lacks is a substitution, refused with :class:`KeyTransparencyError`."""
+        for recipient in recipients:
+            if self.trust.checked.get(recipient.key_id) == recipient.member:
+                continue  # the ledger only grows: a key found there once stays found
+            history = await self.key_history(recipient.member)
+            # A key registered a moment ago may not be inside a signed head yet: wait for the next head.
+            waited = 0.0
+            while recipient.key_id not in history.keys and history.pending and waited < KEY_EVENT_WAIT_SECONDS:
+                await asyncio.sleep(0.1)
+                waited += 0.1
+                history = await self.key_history(recipient.member)
+            check_sealing_key(history, recipient.key_id)
+            self.trust.checked[recipient.key_id] = recipient.member
+        self.trust.save()
 
     async def prepare(
         self,

@@ -156,9 +156,9 @@ async def test_ledger_receipt_and_proofs_from_the_cli(deployment: Deployment, tm
     receipt = await cli_json("ledger", "receipt", str(sent["ledger"]["seq"]), *dsl_key, *server_key)
     assert receipt["verified"] is True
     assert receipt["head_signature_checked"] is True
-    # The head verified is kept beside the key file; the next receipt must extend it.
-    kept = json.loads((deployment.key_dir / "school-dsl.json.head.json").read_text(encoding="utf-8"))
-    assert kept["size"] == receipt["size"]
+    # The head verified is kept in the key file's trust file; the next receipt must extend it.
+    kept = json.loads((deployment.key_dir / "school-dsl.trust.json").read_text(encoding="utf-8"))
+    assert kept["head"]["size"] == receipt["size"]
     again = await cli_json("ledger", "receipt", str(sent["ledger"]["seq"]), *dsl_key, *server_key)
     assert again["extends_head_seen"] == receipt["size"]
     inclusion = await cli_json("ledger", "proof", "--seq", "3", *auditor, *server_key)

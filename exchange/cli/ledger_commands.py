@@ -51,7 +51,7 @@ def register(sub: Any) -> None:
         "--head-file",
         type=Path,
         help="where the last signed head you verified is kept, so the next must extend it"
-        " (default: beside your key file, KEY.head.json)",
+        " (default: your key file's trust file, KEY.trust.json, shared with key transparency)",
     )
     p.set_defaults(func=with_client(_receipt))
 
@@ -143,11 +143,18 @@ async def _proof(client: ExchangeClient, args: argparse.Namespace) -> Any:
 
 
 async def _receipt(client: ExchangeClient, args: argparse.Namespace) -> Any:
-    head_file = args.head_file or (args.key.with_name(args.key.name + ".head.json") if args.key else None)
-    seen = _read_head(head_file)
-    result, head = await client.receipt(args.seq, _server_key(args.server_key), last_head=seen)
-    if head_file is not None and (seen is None or head.size > seen.size):
-        _write_whole(head_file, json.dumps(head.to_json(), indent=2) + "\n")
+    head_file = args.head_file
+    trust = client.trust
+    # One remembered head per key file: the one key transparency checks recipients' keys against.
+    seen = _read_head(head_file) if head_file is not None else trust.head
+    server_key = _server_key(args.server_key) or trust.server_key
+    result, head = await client.receipt(args.seq, server_key, last_head=seen)
+    if seen is None or head.size > seen.size:
+        if head_file is not None:
+            _write_whole(head_file, json.dumps(head.to_json(), indent=2) + "\n")
+        else:
+            trust.head = head
+            trust.save()
     return _inclusion_result(result, head, args.server_key is not None) | {
         "extends_head_seen": seen.size if seen is not None else None
     }

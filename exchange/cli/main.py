@@ -25,6 +25,7 @@ from exchange.democlock import FileOffsetClock
 from exchange.domain import utc_now
 from exchange.errors import ExchangeError, InvalidRequest
 from exchange.keyfile import MemberCredentials, is_key_file, load_enrolment
+from exchange.transparency import TrustState
 
 DEFAULT_SERVER = "http://127.0.0.1:8080"
 
@@ -75,6 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
     from exchange.cli import (
         approval_commands,
         escalation_commands,
+        key_commands,
         ledger_commands,
         loop_commands,
         policy_commands,
@@ -223,6 +225,7 @@ def build_parser() -> argparse.ArgumentParser:
     loop_commands.register(sub)
     recall_commands.register(sub)
     request_commands.register(sub)
+    key_commands.register(sub, keys)
     return parser
 
 
@@ -252,7 +255,14 @@ def client_from(args: argparse.Namespace, credentials: MemberCredentials | None 
     if linkage_path is None and args.key is not None and (args.key.parent / "linkage.key").exists():
         linkage_path = args.key.parent / "linkage.key"
     linkage = bytes.fromhex(linkage_path.read_text().strip()) if linkage_path else None
-    return ExchangeClient(server, credentials, ssl_context=context, linkage_key=linkage)
+    # What this key file's client verified of the ledger before (key transparency), kept beside it.
+    trust = TrustState.load(trust_path(args.key)) if args.key is not None else None
+    return ExchangeClient(server, credentials, ssl_context=context, linkage_key=linkage, trust=trust)
+
+
+def trust_path(key_file: Path) -> Path:
+    """Where a key file's trust state lives: beside it, ``NAME.trust.json``."""
+    return key_file.with_name(key_file.stem + ".trust.json")
 
 
 def with_client(

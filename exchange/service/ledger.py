@@ -131,7 +131,7 @@ async def _record_read(ctx: ServiceContext, actor: Actor, what: str, params: Map
         )
 
 
-async def _head_or_404(ctx: ServiceContext, size: int | None) -> TreeHead:
+async def head_or_404(ctx: ServiceContext, size: int | None) -> TreeHead:
     head = await (ctx.store.latest_tree_head() if size is None else ctx.store.tree_head(size))
     if head is None:
         raise NotFound("There is no signed tree head of that size (heads are signed in batches; retry shortly).")
@@ -141,7 +141,7 @@ async def _head_or_404(ctx: ServiceContext, size: int | None) -> TreeHead:
 async def latest_head(ctx: ServiceContext, actor: Actor) -> dict[str, Any]:
     _require_auditor(actor)
     await _record_read(ctx, actor, "head", {})
-    head = await _head_or_404(ctx, None)
+    head = await head_or_404(ctx, None)
     return {"head": head.to_json(), "ledger_size": await ctx.store.ledger_size()}
 
 
@@ -166,10 +166,10 @@ async def entries(
 
 async def inclusion(ctx: ServiceContext, seq: int, size: int | None) -> dict[str, Any]:
     """An RFC 9162 inclusion proof of entry ``seq`` in the signed head of ``size`` (default: latest)."""
-    return await _inclusion_in(ctx, seq, await _head_or_404(ctx, size))
+    return await inclusion_in(ctx, seq, await head_or_404(ctx, size))
 
 
-async def _inclusion_in(ctx: ServiceContext, seq: int, head: TreeHead) -> dict[str, Any]:
+async def inclusion_in(ctx: ServiceContext, seq: int, head: TreeHead) -> dict[str, Any]:
     if not 0 <= seq < head.size:
         raise NotFound(f"Entry {seq} is not inside the signed tree of size {head.size} yet; retry shortly.")
     rows = await ctx.store.ledger_entries(seq, seq + 1)
@@ -194,12 +194,12 @@ async def consistency(ctx: ServiceContext, actor: Actor, old_size: int, new_size
     """An RFC 9162 consistency proof between two signed heads."""
     _require_auditor(actor)
     await _record_read(ctx, actor, "consistency_proof", {"from": old_size, "to": new_size})
-    new = await _head_or_404(ctx, new_size)
-    old = await _head_or_404(ctx, old_size)
-    return {"new": new.to_json()} | await _consistency_from(ctx, old, new)
+    new = await head_or_404(ctx, new_size)
+    old = await head_or_404(ctx, old_size)
+    return {"new": new.to_json()} | await consistency_from(ctx, old, new)
 
 
-async def _consistency_from(ctx: ServiceContext, old: TreeHead, new: TreeHead) -> dict[str, Any]:
+async def consistency_from(ctx: ServiceContext, old: TreeHead, new: TreeHead) -> dict[str, Any]:
     if old.size > new.size:
         raise InvalidRequest("The first size must not be larger than the second.")
     keys = tree.needed_nodes_for_consistency(old.size, new.size)
@@ -222,10 +222,10 @@ async def receipt(ctx: ServiceContext, actor: Actor, seq: int, since: int | None
     involved = {(entry.get("actor") or {}).get("member"), details.get("recipient"), details.get("member")}
     if actor.member_id not in involved and Role.AUDITOR not in actor.member.roles:
         raise NotFound("No such ledger entry among your events.")
-    latest = await _head_or_404(ctx, None)
-    answer = await _inclusion_in(ctx, seq, latest)
+    latest = await head_or_404(ctx, None)
+    answer = await inclusion_in(ctx, seq, latest)
     if since is not None and since <= latest.size:  # beyond it, the member's client reports a rewound ledger
-        answer["consistency"] = await _consistency_from(ctx, await _head_or_404(ctx, since), latest)
+        answer["consistency"] = await consistency_from(ctx, await head_or_404(ctx, since), latest)
     return answer
 
 

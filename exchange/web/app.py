@@ -20,6 +20,7 @@ from exchange.web import (
     approval_handlers,
     escalation_handlers,
     handlers,
+    key_handlers,
     ledger_handlers,
     loop_handlers,
     recall_handlers,
@@ -78,4 +79,5 @@ def build_app(
     app.add_routes(recall_handlers.routes())
     app.add_routes(subject_handlers.routes())
     app.add_routes(request_handlers.routes())
+    app.add_routes(key_handlers.routes())
     return app
