@@ -31,6 +31,9 @@ class Config:
     #: Requests being handled at once (each holds a connection) before 503: a flood of slow uploads
     #: cannot exhaust the server's sockets and memory. /health is never refused.
     max_concurrent_requests: int = 128
+    #: Seconds a request's body may take to arrive, once its signature has verified, before 408. A slow
+    #: trickle would otherwise hold an in-flight slot as long as it liked; 8 MiB at 2 Mbit/s takes 34 s.
+    body_read_timeout_seconds: float = 60.0
     #: Seconds an idle keep-alive connection stays open.
     keepalive_seconds: float = 15.0
     #: Tree heads are signed off the request path every N entries or T milliseconds.

@@ -115,6 +115,22 @@ class StateChanged(Conflict):
     title = "Someone else changed this first"
 
 
+class RequestTimeout(ExchangeError):
+    """The request's body did not arrive within the time allowed; nothing was done."""
+
+    code = "request.timeout"
+    status = 408
+    title = "The request took too long to arrive"
+
+
+class HeaderTooLarge(ExchangeError):
+    """A header field is longer than the exchange accepts for it."""
+
+    code = "request.header_too_large"
+    status = 431
+    title = "A request header is too large"
+
+
 class RateLimited(ExchangeError):
     code = "request.rate_limited"
     status = 429

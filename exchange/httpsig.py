@@ -2,21 +2,24 @@
 
 Every API request is signed with the member's Ed25519 key over ``@method``, ``@path``,
 ``@query`` and ``content-digest`` (RFC 9530, SHA-256 of the exact body), with the ``created``
-time, a random ``nonce`` and the ``keyid`` in the signature parameters. The server checks the
-signature, rejects a ``created`` outside its window and remembers each ``(keyid, nonce)`` for
-that window so a captured request cannot be replayed.
+time, a random ``nonce`` and the ``keyid`` in the signature parameters. Because the body is
+covered through its digest, the server verifies the signature over the headers alone
+(:func:`verify_signature`) before it reads any body, then checks the body against the signed
+digest (:func:`verify_content_digest`). It rejects a ``created`` outside its window and remembers
+each ``(keyid, nonce)`` for that window so a captured request cannot be replayed.
 """
 
 from __future__ import annotations
 
 import secrets
-from collections.abc import Mapping, MutableMapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
 import http_sf
 from http_message_signatures import (
+    ContentDigest,
     HTTPMessageSignaturesException,
     HTTPMessageSigner,
     HTTPMessageVerifier,
@@ -26,7 +29,7 @@ from http_message_signatures import (
 )
 
 from exchange import crypto
-from exchange.errors import AuthenticationFailed
+from exchange.errors import AuthenticationFailed, HeaderTooLarge
 
 COVERED_COMPONENTS = ("@method", "@path", "@query", "content-digest")
 SIGNATURE_LABEL = "exchange"
@@ -39,7 +42,8 @@ class _Message:
 
     method: str
     url: str
-    headers: MutableMapping[str, str]
+    #: The signer writes its headers into a dict given here; the verifier only reads.
+    headers: Mapping[str, str]
 
 
 def sign_request(
@@ -77,12 +81,28 @@ class SignatureParameters:
     nonce: str
 
 
+#: Bounds on the signature fields, checked before they are parsed. A real Signature-Input is about
+#: 200 bytes, a Signature about 100 and a Content-Digest about 60 (SHA-512: 100); anything much larger
+#: is not one of ours, and parsing it would be work done for an attacker.
+MAX_FIELD_BYTES = {"Signature-Input": 1024, "Signature": 512, "Content-Digest": 512}
+_BOUNDED = tuple(name.lower() for name in MAX_FIELD_BYTES)
+
+
 def signature_parameters(headers: Mapping[str, str]) -> SignatureParameters:
     """Read ``keyid``, ``created`` and ``nonce`` from Signature-Input before verifying.
 
     The key must be looked up (asynchronously, in the directory) before the signature can be
-    checked, so this parses the header first; :func:`verify_request` then checks everything.
+    checked, so this parses the header first; :func:`verify_signature` then checks everything.
+    Raises :class:`HeaderTooLarge` (431) for a signature field over its bound, else 401.
     """
+    # items(), not get(): a field sent on several lines counts with all of them (the verifier joins them).
+    sizes = dict.fromkeys(_BOUNDED, 0)
+    for name, value in headers.items():
+        if name.lower() in sizes:
+            sizes[name.lower()] += len(value)
+    for name, limit in MAX_FIELD_BYTES.items():
+        if sizes[name.lower()] > limit:
+            raise HeaderTooLarge(f"The {name} header is longer than {limit} characters; no signature of ours is.")
     raw = headers.get("Signature-Input")
     if not raw or not headers.get("Signature"):
         raise AuthenticationFailed("This request is not signed. Sign every request with your member key.")
@@ -102,36 +122,62 @@ def signature_parameters(headers: Mapping[str, str]) -> SignatureParameters:
     return SignatureParameters(key_id, created, nonce)
 
 
-def verify_request(
+def check_created(params: SignatureParameters, *, now: datetime, max_age: timedelta, clock_skew: timedelta) -> None:
+    """Refuse (401) a ``created`` in the future beyond ``clock_skew`` or older than ``max_age``.
+
+    Compared as whole seconds since the epoch, never turned into a datetime: an absurd ``created``
+    (RFC 8941 allows up to 15 digits, e.g. year 31 million) is simply out of the window.
+    """
+    now_seconds = int(now.timestamp())
+    if params.created > now_seconds + int(clock_skew.total_seconds()):
+        raise AuthenticationFailed("The request's signature is dated in the future; check your clock.")
+    if params.created < now_seconds - int(max_age.total_seconds()):
+        raise AuthenticationFailed("The request's signature is too old (stale); sign each request afresh.")
+
+
+@dataclass(frozen=True)
+class VerifiedSignature:
+    """A signature that verified over the request's headers; its body is still to be checked."""
+
+    params: SignatureParameters
+    #: Each covered component with the value the signature covers (``"content-digest"`` among them).
+    covered: Mapping[str, str]
+
+
+def verify_signature(
     method: str,
     url: str,
     headers: Mapping[str, str],
-    body: bytes,
     public_bytes: bytes,
     *,
     now: datetime,
     max_age: timedelta,
     clock_skew: timedelta,
-) -> SignatureParameters:
-    """Verify the request's signature, coverage, body digest and age; raise 401 otherwise."""
+) -> VerifiedSignature:
+    """Verify the signature over the headers alone (RFC 9421): no body is needed, or read.
+
+    The covered components are ``@method``, ``@path``, ``@query`` and ``content-digest``, so a
+    request with a body but no Content-Digest does not verify. ``url`` supplies only the path and
+    query. Checks the ``created`` window (:func:`check_created`) and refuses an ``expires`` already
+    past. Raises :class:`AuthenticationFailed` (401). Check the body afterwards with
+    :func:`verify_content_digest`.
+    """
     params = signature_parameters(headers)
-    created = datetime.fromtimestamp(params.created, tz=now.tzinfo)
-    if created > now + clock_skew:
-        raise AuthenticationFailed("The request's signature is dated in the future; check your clock.")
-    if created < now - max_age:
-        raise AuthenticationFailed("The request's signature is too old (stale); sign each request afresh.")
+    check_created(params, now=now, max_age=max_age, clock_skew=clock_skew)
+    now_seconds = int(now.timestamp())
+    skew_seconds = int(clock_skew.total_seconds())
 
     class _Verifier(HTTPMessageVerifier):
         max_clock_skew = clock_skew
 
         def validate_created_and_expires(self, sig_input: Any, max_age: Any = None) -> None:
-            # The library judges the times by the machine's own clock; judge them by the server's
-            # clock, the one every deadline uses (injectable, so tests move time). "created" was
-            # checked above against ``now``; an "expires" already past is refused here.
+            # The library judges the times by the machine's own clock; judge them by the given
+            # ``now``, as whole seconds (never a datetime: see check_created). "created" was
+            # checked above; an "expires" already past is refused here.
             expires = sig_input.params.get("expires")
             if expires is None:
                 return
-            if type(expires) is not int or datetime.fromtimestamp(expires, tz=now.tzinfo) < now - clock_skew:
+            if type(expires) is not int or expires < now_seconds - skew_seconds:
                 raise InvalidSignature('Signature "expires" parameter is malformed or in the past')
 
     verifier = _Verifier(
@@ -140,17 +186,24 @@ def verify_request(
             public_keys={params.key_id: crypto.http_verification_key(public_bytes)}, private_keys={}
         ),
     )
-    message = _Message(method.upper(), url, dict(headers))
+    # Every field line is kept (a repeated Content-Digest is joined, as RFC 9421 section 2.1 says).
+    message = _Message(method.upper(), url, headers)
     try:
-        verifier.verify(
-            message,
-            max_age=max_age + clock_skew,
-            expect_tag=SIGNATURE_TAG,
-            require_components=COVERED_COMPONENTS,
-            body=body,
+        results = verifier.verify(
+            message, max_age=None, expect_tag=SIGNATURE_TAG, require_components=COVERED_COMPONENTS
         )
     except (InvalidSignature, HTTPMessageSignaturesException):
-        raise AuthenticationFailed(
-            "The request's signature does not verify (wrong key, changed request or body)."
-        ) from None
-    return params
+        raise AuthenticationFailed("The request's signature does not verify (wrong key or changed request).") from None
+    if len(results) != 1:  # signature_parameters admits one signature; fail closed all the same
+        raise AuthenticationFailed(f"Expected exactly one signature labelled {SIGNATURE_LABEL!r}.")
+    return VerifiedSignature(params, dict(results[0].covered_components))
+
+
+def verify_content_digest(verified: VerifiedSignature, body: bytes) -> None:
+    """Check the body against the Content-Digest the signature covers (RFC 9530); 401 otherwise."""
+    try:
+        covered = ContentDigest.verify_components(verified.covered, body)
+    except (InvalidSignature, HTTPMessageSignaturesException):
+        covered = False
+    if not covered:
+        raise AuthenticationFailed("The request's body does not match its signed Content-Digest.")

@@ -31,6 +31,7 @@ from exchange.web.auth import RATE_LIMITER, _RateLimiter, auth_middleware, reque
 from exchange.web.keys import CONFIG, CONTEXT, RECORD
 from exchange.web.limits import IN_FLIGHT, InFlight, capacity_middleware
 from exchange.web.problems import problem_middleware
+from exchange.web.transport import host_middleware
 
 
 def build_app(
@@ -38,7 +39,7 @@ def build_app(
 ) -> web.Application:
     """Build the application; the store, record and keys open when it starts and close when it stops."""
     app = web.Application(
-        middlewares=[request_id_middleware, problem_middleware, capacity_middleware, auth_middleware],
+        middlewares=[request_id_middleware, problem_middleware, host_middleware, capacity_middleware, auth_middleware],
         client_max_size=config.max_body_bytes,
     )
     app[CONFIG] = config

@@ -1,14 +1,19 @@
 """Authentication middleware: every ``/v1/`` request is signed (RFC 9421) by a current member key.
 
-Order of checks: signature parameters present → key known, current and its member active → (only
-now is the body read) → ``created`` inside the window → signature and Content-Digest verify over
-method, path, query and body → per-member rate limit (429) → only now a durable write: the
-``(keyid, nonce)`` pair is new (else it is a replay).
+Order of checks, so that nobody without a member's private key gets the server to read (and hold)
+a body: signature parameters present and of bounded size → key known, current and its member
+active → ``created`` inside the window → the signature verifies over the headers alone (method,
+path, query and the ``Content-Digest`` header: a request with a body but no signed digest is
+refused here) → per-member rate limit (429) → only now is the body read, within
+``body_read_timeout_seconds`` (else 408, and the in-flight slot is freed) → the body matches the
+signed Content-Digest → only now a durable write: the ``(keyid, nonce)`` pair is new (else it is a
+replay), so a refused request never costs a write.
 Every authentication failure is a 401 (403 belongs to authorisation, decided later by the service).
 """
 
 from __future__ import annotations
 
+import asyncio
 import math
 import secrets
 import time
@@ -20,7 +25,7 @@ from aiohttp.typedefs import Handler
 
 from exchange import httpsig
 from exchange.domain import iso, utc_now
-from exchange.errors import AuthenticationFailed, RateLimited
+from exchange.errors import AuthenticationFailed, InvalidRequest, RateLimited, RequestTimeout
 from exchange.service.directory import actor_for_key
 from exchange.web.keys import ACTOR, BODY, CONFIG, CONTEXT, RECORD, REQUEST_ID
 
@@ -74,36 +79,63 @@ async def request_id_middleware(request: web.Request, handler: Handler) -> web.S
     return response
 
 
+#: Only ``@path`` and ``@query`` of the URL are signed, so the URL handed to the verifier has a fixed
+#: origin: the Host header (which may be anything a client likes) is never parsed here.
+_SIGNED_ORIGIN = "http://exchange.invalid"
+
+
+def signed_url(request: web.Request) -> str:
+    """The URL whose path and query the signature covers, as the client sent them."""
+    return _SIGNED_ORIGIN + request.rel_url.raw_path_qs
+
+
+async def _read_body(request: web.Request, timeout_seconds: float) -> bytes:
+    """Read the whole body within ``timeout_seconds`` (a total, so a trickle cannot reset it)."""
+    try:
+        async with asyncio.timeout(timeout_seconds):
+            return await request.read()  # bounded by client_max_size: a larger body is a 413 already
+    except TimeoutError:
+        raise RequestTimeout(
+            f"The request's body did not arrive within {timeout_seconds:g} seconds. Nothing was done; send it again."
+        ) from None
+    except web.RequestPayloadError:
+        # e.g. ``Content-Encoding: gzip`` on a body that is not gzip, or broken chunked framing.
+        raise InvalidRequest(
+            "The request's body could not be read: it is not encoded as its Content-Encoding says."
+        ) from None
+
+
 @web.middleware
 async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     if request.path in PUBLIC_PATHS or not request.path.startswith("/v1/"):
         return await handler(request)
     ctx = request.app[CONTEXT]
     config = request.app[CONFIG]
-    # Who signed is settled before the body is read: an unsigned or unknown sender's upload is
-    # refused without reading it.
+    # Who signed, and that the signature verifies, is settled before the body is read: an unsigned,
+    # unknown or forged sender's upload is refused without reading it.
     params = httpsig.signature_parameters(request.headers)
     # Whether a key is valid is a question of the exchange's time (the clock deadlines use); whether
     # a signature is fresh is a question of transport, judged by the wall clock both ends share. A
     # demonstration or test that moves the exchange's clock therefore needs no moved clients.
     actor, key = await actor_for_key(ctx, params.key_id, ctx.clock())
     now = utc_now()
-    body = await request.read()  # bounded by client_max_size: a larger body is a 413 already
-    request[BODY] = body
     max_age = timedelta(seconds=config.signature_max_age_seconds)
-    httpsig.verify_request(
+    verified = httpsig.verify_signature(
         request.method,
-        str(request.url),
+        signed_url(request),
         request.headers,
-        body,
         key.public_bytes,
         now=now,
         max_age=max_age,
         clock_skew=timedelta(seconds=config.signature_clock_skew_seconds),
     )
-    # The rate limit comes before the nonce's durable write: a flood of refused requests costs no fsync
+    # The rate limit comes before the body is read (a member over their allowance gets no upload
+    # read) and before the nonce's durable write: a flood of refused requests costs no fsync
     # and so cannot slow every other member's requests.
     request.app[RATE_LIMITER].check(actor.member_id)
+    body = await _read_body(request, config.body_read_timeout_seconds)
+    httpsig.verify_content_digest(verified, body)
+    request[BODY] = body
     async with ctx.store.write() as tx:
         # A nonce only needs remembering while its signature could still be accepted.
         fresh = await tx.remember_nonce(params.key_id, params.nonce, iso(now + max_age + max_age))

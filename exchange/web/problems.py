@@ -64,6 +64,9 @@ async def problem_middleware(request: web.Request, handler: Handler) -> web.Stre
         response = problem_response(error.status, error.code, error.title, error.detail, request, error.extras)
         if error.retry_after is not None:
             response.headers["Retry-After"] = str(error.retry_after)
+        if error.status == 408:
+            # RFC 9110 section 15.5.9: the connection is closed after a 408 (part of a body is unread).
+            response.force_close()
         return response
     except web.HTTPException as error:
         if error.status < 400:
