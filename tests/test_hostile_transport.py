@@ -265,6 +265,20 @@ async def test_a_body_that_does_not_match_its_digest_is_refused_and_stores_no_no
     assert (replay.status, "replayed" in replay.problem["detail"]) == (401, True)
 
 
+async def test_a_replayed_request_is_refused_before_its_body_is_read(deployment: Deployment) -> None:
+    """A captured request replayed whole is refused (401) on its headers, its body never read: the stored
+    nonce is looked up (a read) before the body, so a replay cannot hold an in-flight slot."""
+    body = b'{"agency": "nowhere"}' + b" " * 50_000
+    headers = signed(deployment, "school-admin", "POST", "/v1/members", body)
+    first = await exchange_raw(deployment, request_head("POST", "/v1/members", headers) + body)
+    assert first.status not in (401, 500)
+    async with connect(deployment) as connection:
+        await connection.send(request_head("POST", "/v1/members", headers))
+        answer = await connection.response(within=3)
+    assert answer is not None, "the server waited for the replay's body"
+    assert (answer.status, "replayed" in answer.problem["detail"]) == (401, True)
+
+
 # ---------------------------------------------------------------------------- no 5xx from the transport
 
 

@@ -269,6 +269,11 @@ class Store(ABC):
     @abstractmethod
     async def count_members(self) -> int: ...
 
+    @abstractmethod
+    async def nonce_seen(self, key_id: str, nonce: str) -> bool:
+        """Whether this request nonce was stored already: a read, so a replay is refused before its body
+        is read. (:meth:`Transaction.remember_nonce` stays the deciding check, in the write.)"""
+
     # -- packets. Listings are newest first and paged by keyset: ``after`` is the (created, id) of
     # the last row of the previous page.
     @abstractmethod

@@ -849,6 +849,10 @@ class SqliteStore(Store):
         row = await self._one("SELECT COUNT(*) FROM members")
         return int(row[0]) if row else 0
 
+    async def nonce_seen(self, key_id: str, nonce: str) -> bool:
+        row = await self._one("SELECT 1 FROM request_nonces WHERE key_id = ? AND nonce = ?", (key_id, nonce))
+        return row is not None
+
     async def get_key(self, key_id: str) -> MemberKey | None:
         row = await self._one("SELECT * FROM member_keys WHERE key_id = ?", (key_id,))
         return _key(row) if row else None

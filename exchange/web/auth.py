@@ -4,7 +4,8 @@ Order of checks, so that nobody without a member's private key gets the server t
 a body: signature parameters present and of bounded size → key known, current and its member
 active → ``created`` inside the window → the signature verifies over the headers alone (method,
 path, query and the ``Content-Digest`` header: a request with a body but no signed digest is
-refused here) → per-member rate limit (429) → only now is the body read, within
+refused here) → per-member rate limit (429) → the nonce is not one already stored (a read: a
+captured request replayed whole is refused unread) → only now is the body read, within
 ``body_read_timeout_seconds`` (else 408, and the in-flight slot is freed) → the body matches the
 signed Content-Digest → only now a durable write: the ``(keyid, nonce)`` pair is new (else it is a
 replay), so a refused request never costs a write.
@@ -28,6 +29,8 @@ from exchange.domain import iso, utc_now
 from exchange.errors import AuthenticationFailed, InvalidRequest, RateLimited, RequestTimeout
 from exchange.service.directory import actor_for_key
 from exchange.web.keys import ACTOR, BODY, CONFIG, CONTEXT, RECORD, REQUEST_ID
+
+_REPLAYED = "This request was already received once (replayed nonce); sign it afresh."
 
 #: Paths anyone may call without signing: liveness only, and it reveals nothing.
 PUBLIC_PATHS = frozenset({"/health"})
@@ -133,6 +136,9 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
     # read) and before the nonce's durable write: a flood of refused requests costs no fsync
     # and so cannot slow every other member's requests.
     request.app[RATE_LIMITER].check(actor.member_id)
+    # A captured request replayed whole is refused here, before its body is read: a read, no write.
+    if await ctx.store.nonce_seen(params.key_id, params.nonce):
+        raise AuthenticationFailed(_REPLAYED)
     body = await _read_body(request, config.body_read_timeout_seconds)
     httpsig.verify_content_digest(verified, body)
     request[BODY] = body
@@ -142,6 +148,6 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
         if secrets.randbelow(64) == 0:
             await tx.purge_nonces(iso(now))
     if not fresh:
-        raise AuthenticationFailed("This request was already received once (replayed nonce); sign it afresh.")
+        raise AuthenticationFailed(_REPLAYED)
     request[ACTOR] = actor
     return await handler(request)
