@@ -8,8 +8,8 @@ without consent waits for the headteacher's signed approval before delivery; the
 children's social care for information and are declined with reasons; the school records a
 decision not to share; an urgent referral nobody acknowledges escalates to the headteacher and
 children's services' safeguarding lead once the demonstration moves its server's clock past the
-deadline; finally the partnership's auditor exports the ledger and verifies it
-offline, and a hand-tampered copy fails.
+deadline; the duty social worker checks the ledger holds no key for them they did not make; finally
+the partnership's auditor exports the ledger and verifies it offline, and a hand-tampered copy fails.
 Exits non-zero as soon as any step does not do what it should.
 """
 
@@ -302,6 +302,12 @@ def overdue_story(work: Path, keys: Path) -> None:
 
 def ledger_story(work: Path, keys: Path) -> None:
     """The record: the auditor exports the ledger and anyone verifies it offline; tampering is caught."""
+    say("The duty social worker checks that every key the ledger holds for them is one they made")
+    report = as_json("keys", "monitor", "--key", str(keys / "csc-duty.json"))
+    if not all(key["yours"] for key in report["keys"]):
+        fail("the ledger holds a key the duty social worker did not make")
+    exchange("keys", "monitor", "--key", str(keys / "csc-duty.json"))
+
     auditor = ["--key", str(keys / "auditor.json")]
     say("The partnership's auditor exports the ledger (waiting for the newest events to be signed)")
     export = work / "ledger.jsonl"
