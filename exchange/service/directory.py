@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import unicodedata
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -32,6 +32,7 @@ from exchange.errors import (
     ProofOfPossessionInvalid,
     RoleNeedsOperator,
 )
+from exchange.service import paging
 from exchange.service.context import Change, ServiceContext
 
 
@@ -337,47 +338,87 @@ async def actor_for_key(ctx: ServiceContext, key_id: str, now: datetime) -> tupl
     return Actor(member, agency, key.key_id), key
 
 
-async def directory(ctx: ServiceContext, agency_id: str | None = None) -> dict[str, Any]:
-    """Agencies and members with their current public keys: what a sender needs to seal a packet."""
-    now = ctx.clock()
-    agencies = await ctx.store.list_agencies()
-    members = await ctx.store.list_members(agency_id)
-    listed = []
-    for member in members:
-        if not member.active:
-            continue
-        keys = [k for k in await ctx.store.member_keys(member.id) if k.valid_at(now)]
-        listed.append(
-            {
-                "id": member.id,
-                "agency": member.agency_id,
-                "display_name": member.display_name,
-                "roles": sorted(r.value for r in member.roles),
-                "keys": [
-                    {
-                        "key_id": k.key_id,
-                        "use": k.use.value,
-                        "public": crypto.b64encode(k.public_bytes),
-                        "not_before": k.not_before,
-                        "not_after": k.not_after,
-                    }
-                    for k in keys
-                ],
-            }
-        )
+#: The most members one directory look-up may name (``?member=``): more than a packet's recipient cap,
+#: and a URL of that many ids stays well inside the 8 KiB request line servers accept.
+MAX_LOOKUP = 100
+
+
+def _agency_entry(agency: Agency) -> dict[str, Any]:
     return {
-        "agencies": [
-            {
-                "id": a.id,
-                "name": a.name,
-                "kind": a.kind.value,
-                "send_purposes": sorted(a.send_purposes) if a.send_purposes is not None else None,
-                "receive_purposes": sorted(a.receive_purposes) if a.receive_purposes is not None else None,
-            }
-            for a in agencies
-        ],
-        "members": listed,
+        "id": agency.id,
+        "name": agency.name,
+        "kind": agency.kind.value,
+        "send_purposes": sorted(agency.send_purposes) if agency.send_purposes is not None else None,
+        "receive_purposes": sorted(agency.receive_purposes) if agency.receive_purposes is not None else None,
     }
+
+
+def _member_entry(member: Member, keys: Iterable[MemberKey]) -> dict[str, Any]:
+    return {
+        "id": member.id,
+        "agency": member.agency_id,
+        "display_name": member.display_name,
+        "roles": sorted(r.value for r in member.roles),
+        "keys": [
+            {
+                "key_id": k.key_id,
+                "use": k.use.value,
+                "public": crypto.b64encode(k.public_bytes),
+                "not_before": k.not_before,
+                "not_after": k.not_after,
+            }
+            for k in keys
+        ],
+    }
+
+
+async def directory(
+    ctx: ServiceContext,
+    *,
+    agency_id: str | None = None,
+    member_ids: Sequence[str] | None = None,
+    roles: str | None = None,
+    limit: int = 100,
+    cursor: str | None = None,
+) -> dict[str, Any]:
+    """A page of active members with their current public keys: what a sender needs to seal a packet.
+
+    Filters let a sender fetch only the members it seals to: ``member_ids`` (at most
+    :data:`MAX_LOOKUP`; ids not in the directory are simply not listed), ``agency_id``, and
+    ``roles`` (comma-separated; members holding any of them). ``agencies`` holds the agencies of the
+    members listed, and the filtered agency if it exists (so an empty agency tells apart from an
+    unknown one). Paged by an opaque cursor in registration order; raises :class:`InvalidRequest`
+    for an unknown role, a bad cursor or too many ids.
+    """
+    if member_ids is not None and len(set(member_ids)) > MAX_LOOKUP:
+        raise InvalidRequest(f"Name at most {MAX_LOOKUP} members in one directory look-up; ask again for the rest.")
+    wanted_roles = paging.states(roles, Role, what="role")
+    rows = await ctx.store.directory_members(
+        limit + 1, paging.decode(cursor), agency_id=agency_id, member_ids=member_ids, roles=wanted_roles
+    )
+    shown = rows[:limit]
+    now = ctx.clock()
+    keys = await ctx.store.keys_of_members([m.id for m in shown])
+    members = [_member_entry(m, (k for k in keys.get(m.id, []) if k.valid_at(now))) for m in shown]
+    agencies = []
+    for listed_id in dict.fromkeys([*([agency_id] if agency_id else []), *(m.agency_id for m in shown)]):
+        agency = await ctx.store.get_agency(listed_id)
+        if agency is not None:
+            agencies.append(_agency_entry(agency))
+    return {"agencies": agencies} | paging.page(members, rows, limit, lambda m: (m.created, m.id), key="members")
+
+
+async def agencies(ctx: ServiceContext, *, limit: int = 100, cursor: str | None = None) -> dict[str, Any]:
+    """A page of every agency (by name), with the purposes the directory lets it send and receive."""
+    rows = await ctx.store.agencies_page(limit + 1, paging.decode(cursor))
+    return paging.page([_agency_entry(a) for a in rows[:limit]], rows, limit, lambda a: (a.name, a.id), key="agencies")
+
+
+async def with_current_key(ctx: ServiceContext, members: Sequence[Member], use: KeyUse) -> list[Member]:
+    """Those of ``members`` who hold a current key for ``use`` now (the test every signed thing uses)."""
+    now = ctx.clock()
+    keys = await ctx.store.keys_of_members([m.id for m in members])
+    return [m for m in members if any(k.current_for(m.id, use, now) for k in keys.get(m.id, []))]
 
 
 def describe_member(member: Member, keys: Iterable[MemberKey]) -> dict[str, Any]:

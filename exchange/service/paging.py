@@ -40,15 +40,17 @@ def decode(cursor: str | None) -> Page | None:
     return Page(created, item_id)
 
 
-def states(text: str | None, kind: type[E]) -> frozenset[E] | None:
-    """A comma-separated state filter (``delivered,opened``); an unknown state is a 400 naming the known ones."""
+def states(text: str | None, kind: type[E], *, what: str = "state") -> frozenset[E] | None:
+    """A comma-separated state filter (``delivered,opened``); an unknown state is a 400 naming the known ones.
+
+    ``what`` names the filter in that message (the directory's ``role`` filter is parsed here too)."""
     if not text:
         return None
     wanted = [part.strip() for part in text.split(",") if part.strip()]
     known = {member.value: member for member in kind}
     unknown = [w for w in wanted if w not in known]
     if unknown:
-        raise InvalidRequest(f"Unknown state {', '.join(unknown)}; use any of: {', '.join(known)}.")
+        raise InvalidRequest(f"Unknown {what} {', '.join(unknown)}; use any of: {', '.join(known)}.")
     return frozenset(known[w] for w in wanted)
 
 

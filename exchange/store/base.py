@@ -25,6 +25,7 @@ from exchange.domain import (
     PacketRecord,
     Page,
     RequestDecline,
+    Role,
     ShareDecision,
 )
 from exchange.ledger.heads import TreeHead
@@ -273,6 +274,29 @@ class Store(ABC):
     async def nonce_seen(self, key_id: str, nonce: str) -> bool:
         """Whether this request nonce was stored already: a read, so a replay is refused before its body
         is read. (:meth:`Transaction.remember_nonce` stays the deciding check, in the write.)"""
+
+    # The directory as senders read it: paged by keyset in a stable order, filtered so a sender
+    # fetches only the members it seals to (issue 8: the whole directory was fetched on every send).
+    @abstractmethod
+    async def directory_members(
+        self,
+        limit: int,
+        after: Page | None = None,
+        *,
+        agency_id: str | None = None,
+        member_ids: Sequence[str] | None = None,
+        roles: frozenset[Role] | None = None,
+    ) -> list[Member]:
+        """Active members in registration order (``created``, then id) strictly after ``after``: only those
+        in ``member_ids`` if given, only of ``agency_id`` if given, only those holding any of ``roles`` if given."""
+
+    @abstractmethod
+    async def keys_of_members(self, member_ids: Sequence[str]) -> dict[str, list[MemberKey]]:
+        """Every key of each member, oldest first, in one read; a member without keys is absent."""
+
+    @abstractmethod
+    async def agencies_page(self, limit: int, after: Page | None = None) -> list[Agency]:
+        """Agencies by name (then id) strictly after ``after`` (whose ``after_created`` holds the name)."""
 
     # -- packets. Listings are newest first and paged by keyset: ``after`` is the (created, id) of
     # the last row of the previous page.

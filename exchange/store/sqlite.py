@@ -853,6 +853,65 @@ class SqliteStore(Store):
         row = await self._one("SELECT 1 FROM request_nonces WHERE key_id = ? AND nonce = ?", (key_id, nonce))
         return row is not None
 
+    async def directory_members(
+        self,
+        limit: int,
+        after: Page | None = None,
+        *,
+        agency_id: str | None = None,
+        member_ids: Sequence[str] | None = None,
+        roles: frozenset[Role] | None = None,
+    ) -> list[Member]:
+        clauses, params = ["active = 1"], []
+        if after is not None:
+            clauses.append("(created, id) > (?, ?)")
+            params += [after.after_created, after.after_id]
+        if agency_id is not None:
+            clauses.append("agency_id = ?")
+            params.append(agency_id)
+        if member_ids is not None:
+            wanted = list(dict.fromkeys(member_ids))
+            if not wanted:
+                return []
+            clauses.append(f"id IN ({', '.join('?' for _ in wanted)})")
+            params += wanted
+        if roles:
+            chosen = sorted(r.value for r in roles)
+            marks = ", ".join("?" for _ in chosen)
+            clauses.append(f"EXISTS (SELECT 1 FROM json_each(members.roles) WHERE value IN ({marks}))")  # noqa: S608 - only placeholders
+            params += chosen
+        rows = await self._all(
+            f"SELECT * FROM members WHERE {' AND '.join(clauses)} ORDER BY created, id LIMIT ?",  # noqa: S608 - fixed clauses, values bound
+            [*params, limit],
+        )
+        return [_member(r) for r in rows]
+
+    async def keys_of_members(self, member_ids: Sequence[str]) -> dict[str, list[MemberKey]]:
+        found: dict[str, list[MemberKey]] = {}
+        wanted = list(dict.fromkeys(member_ids))
+        # Chunked to stay well inside SQLite's limit on bound parameters.
+        for start in range(0, len(wanted), 500):
+            chunk = wanted[start : start + 500]
+            rows = await self._all(
+                f"SELECT * FROM member_keys WHERE member_id IN ({', '.join('?' for _ in chunk)})"  # noqa: S608 - only placeholders are interpolated
+                " ORDER BY created, key_id",
+                chunk,
+            )
+            for row in rows:
+                key = _key(row)
+                found.setdefault(key.member_id, []).append(key)
+        return found
+
+    async def agencies_page(self, limit: int, after: Page | None = None) -> list[Agency]:
+        if after is None:
+            rows = await self._all("SELECT * FROM agencies ORDER BY name, id LIMIT ?", (limit,))
+        else:
+            rows = await self._all(
+                "SELECT * FROM agencies WHERE (name, id) > (?, ?) ORDER BY name, id LIMIT ?",
+                (after.after_created, after.after_id, limit),
+            )
+        return [_agency(r) for r in rows]
+
     async def get_key(self, key_id: str) -> MemberKey | None:
         row = await self._one("SELECT * FROM member_keys WHERE key_id = ?", (key_id,))
         return _key(row) if row else None

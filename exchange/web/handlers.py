@@ -64,9 +64,28 @@ async def me(request: web.Request) -> web.Response:
     return reply(directory.describe_member(actor.member, keys) | {"agency_kind": actor.agency.kind.value})
 
 
+def _repeated(request: web.Request, name: str) -> list[str]:
+    """Every value of a query parameter given once or more, each possibly comma-separated."""
+    return [part for value in request.query.getall(name, []) for part in value.split(",") if part]
+
+
 async def get_directory(request: web.Request) -> web.Response:
     actor_of(request)
-    return reply(await directory.directory(request.app[CONTEXT], request.query.get("agency")))
+    members = _repeated(request, "member")
+    return reply(
+        await directory.directory(
+            request.app[CONTEXT],
+            agency_id=request.query.get("agency"),
+            member_ids=members if "member" in request.query else None,
+            roles=",".join(_repeated(request, "role")) or None,
+            **paged(request),
+        )
+    )
+
+
+async def get_agencies(request: web.Request) -> web.Response:
+    actor_of(request)
+    return reply(await directory.agencies(request.app[CONTEXT], **paged(request)))
 
 
 async def register_member(request: web.Request) -> web.Response:
@@ -92,13 +111,14 @@ async def submit_packet(request: web.Request) -> web.Response:
     return reply(receipt.as_json(), status=201 if receipt.status.value == "delivered" else 202)
 
 
+def paged(request: web.Request) -> dict[str, Any]:
+    """The paging parameters every listing takes: ``limit`` and ``cursor``."""
+    return {"limit": int_query(request, "limit", 100, low=1, high=1000), "cursor": request.query.get("cursor")}
+
+
 def listing(request: web.Request) -> dict[str, Any]:
-    """The paging and filter parameters every listing takes: ``limit``, ``cursor`` and ``state``."""
-    return {
-        "limit": int_query(request, "limit", 100, low=1, high=1000),
-        "cursor": request.query.get("cursor"),
-        "states": request.query.get("state"),
-    }
+    """The paging and state filter most listings take: ``limit``, ``cursor`` and ``state``."""
+    return paged(request) | {"states": request.query.get("state")}
 
 
 async def inbox(request: web.Request) -> web.Response:
@@ -125,6 +145,7 @@ def routes() -> list[web.RouteDef]:
         web.get("/health", health),
         web.get("/v1/me", me),
         web.get("/v1/directory", get_directory),
+        web.get("/v1/agencies", get_agencies),
         web.post("/v1/members", register_member),
         web.post("/v1/members/{member_id}/keys", add_key),
         web.post("/v1/keys/{key_id}/revoke", revoke_key),
