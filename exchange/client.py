@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, Self
 from urllib.parse import quote, urlencode
 
 import aiohttp
@@ -22,7 +22,7 @@ from yarl import URL
 
 from exchange import crypto, feedback, httpsig, identifiers, policy, schemas, statements
 from exchange.domain import SHARING_ROLES, iso, new_id, utc_now
-from exchange.errors import CryptoError, ExchangeError, InvalidRequest
+from exchange.errors import CryptoError, ExchangeError, InvalidRequest, NoCurrentKey
 from exchange.keyfile import MemberCredentials
 from exchange.ledger import TreeHead
 from exchange.ledger.proofs import check_head_extends, check_inclusion_answer
@@ -33,6 +33,9 @@ from exchange.transparency import KeyHistory, TrustState, check_key_history, che
 DUTY_ROLES = frozenset(role.value for role in SHARING_ROLES)
 #: How long a sender waits for a just-registered recipient key to enter a signed tree head.
 KEY_EVENT_WAIT_SECONDS = 5.0
+
+#: Members named in one directory look-up (the server takes up to 100).
+_LOOKUP_CHUNK = 100
 
 
 class ApiError(ExchangeError):
@@ -89,6 +92,51 @@ class OpenedPacket:
     corrected_fields: tuple[str, ...] = ()
 
 
+@dataclass(frozen=True)
+class SkippedRecipient:
+    """A duty member of an agency inbox that a packet or request was not sealed to, and why."""
+
+    member: str
+    agency: str
+    display_name: str
+    #: ``no_current_encryption_key``: their key was revoked or has expired, so they could not open it.
+    reason: str
+
+    @classmethod
+    def without_key(cls, entry: Mapping[str, Any]) -> SkippedRecipient:
+        return cls(entry["id"], entry["agency"], entry["display_name"], "no_current_encryption_key")
+
+    def as_json(self) -> dict[str, str]:
+        return {
+            "member": self.member,
+            "agency": self.agency,
+            "display_name": self.display_name,
+            "reason": self.reason,
+            "detail": f"{self.display_name} has no current encryption key (revoked or expired), so was left out.",
+        }
+
+
+@dataclass(frozen=True)
+class Resolution:
+    """The recipients an address list names, and the agency inbox members left out of it."""
+
+    recipients: tuple[crypto.Recipient, ...]
+    skipped: tuple[SkippedRecipient, ...] = ()
+
+
+@dataclass(frozen=True)
+class PreparedPacket(crypto.SealedPacket):
+    """A sealed packet with the agency inbox members it could not be sealed to (:meth:`ExchangeClient.submit`
+    reports them to the sender as ``skipped``)."""
+
+    skipped: tuple[SkippedRecipient, ...] = ()
+
+
+def _encryption_keys(entry: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+    """A directory entry's current encryption keys, oldest first (the directory lists only current keys)."""
+    return [k for k in entry.get("keys", ()) if k.get("use") == "encryption"]
+
+
 class ExchangeClient:
     """An authenticated connection to one exchange server for one member."""
 
@@ -113,7 +161,7 @@ class ExchangeClient:
         self._ssl = ssl_context
         self._session: aiohttp.ClientSession | None = None
 
-    async def __aenter__(self) -> ExchangeClient:
+    async def __aenter__(self) -> Self:
         self._session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=self._ssl or True))
         return self
 
@@ -187,8 +235,50 @@ class ExchangeClient:
     async def me(self) -> Any:
         return await self.request("GET", "/v1/me")
 
-    async def directory(self, agency: str | None = None) -> Any:
-        return await self.request("GET", "/v1/directory" + (f"?agency={agency}" if agency else ""))
+    async def directory(
+        self,
+        agency: str | None = None,
+        *,
+        members: Sequence[str] | None = None,
+        role: str | None = None,
+        cursor: str | None = None,
+        limit: int | None = None,
+    ) -> Any:
+        """One page of the directory: ``{"agencies": [...], "members": [...], "next_cursor": ...}``.
+
+        Filter by ``agency``, by the ``members`` named (at most 100 ids) and by ``role`` (comma-separated,
+        any of); each member carries their current keys. Pass ``next_cursor`` back as ``cursor`` for more.
+        """
+        params = [("member", m) for m in members or ()]
+        params += [(k, v) for k, v in (("agency", agency), ("role", role), ("cursor", cursor)) if v]
+        if limit is not None:
+            params.append(("limit", str(limit)))
+        return await self.request("GET", "/v1/directory" + ("?" + urlencode(params, safe=",") if params else ""))
+
+    async def directory_members(self, agency: str | None = None, *, role: str | None = None) -> list[Any]:
+        """Every member the directory lists (of ``agency``, holding any of ``role``), page by page."""
+        listed: list[Any] = []
+        cursor = None
+        while True:
+            page = await self.directory(agency, role=role, cursor=cursor)
+            listed.extend(page["members"])
+            cursor = page.get("next_cursor")
+            if not cursor:
+                return listed
+
+    async def lookup_members(self, member_ids: Sequence[str]) -> dict[str, Any]:
+        """The directory's entries for these members only (id → entry); ids it does not list are absent."""
+        wanted = list(dict.fromkeys(member_ids))
+        found: dict[str, Any] = {}
+        for start in range(0, len(wanted), _LOOKUP_CHUNK):
+            chunk = wanted[start : start + _LOOKUP_CHUNK]
+            page = await self.directory(members=chunk, limit=len(chunk))
+            found |= {m["id"]: m for m in page["members"]}
+        return found
+
+    async def agencies(self) -> list[Any]:
+        """Every agency in the directory, by name, with the purposes it may send and receive."""
+        return await self.every("/v1/agencies", "agencies")
 
     async def register_member(
         self,
@@ -228,41 +318,85 @@ class ExchangeClient:
     # ------------------------------------------------------------------ sending
 
     async def resolve_recipients(self, to: Sequence[str]) -> list[crypto.Recipient]:
-        """Members by id, or every duty member of an agency for ``agency:<id>``, with current keys."""
-        listing = await self.directory()
-        members = {m["id"]: m for m in listing["members"]}
-        chosen: list[str] = []
+        """The recipients :meth:`resolve` finds for ``to`` (without saying who was skipped)."""
+        return list((await self.resolve(to)).recipients)
+
+    async def resolve(self, to: Sequence[str]) -> Resolution:
+        """Who ``to`` names, each with the current encryption key to seal to, fetching only them.
+
+        ``mem_...`` is one member; ``agency:agy_...`` is the agency's inbox: its duty members
+        (:data:`DUTY_ROLES`) other than you. A duty member with no current encryption key (revoked or
+        expired) could not open the packet: they are left out and listed in ``skipped``. Raises
+        :class:`NoCurrentKey` if a member named by id has no current key, or if nobody in an agency's
+        inbox has one; :class:`InvalidRequest` for an id or agency the directory does not list.
+        """
+        named = [t for t in to if not t.startswith("agency:")]
+        found = await self.lookup_members(named)
+        chosen: dict[str, Any] = {}
+        skipped: dict[str, SkippedRecipient] = {}
         for target in to:
-            if target.startswith("agency:"):
-                agency = target.removeprefix("agency:")
-                duty = [
-                    m["id"] for m in listing["members"] if m["agency"] == agency and DUTY_ROLES.intersection(m["roles"])
-                ]
-                if not duty:
-                    raise InvalidRequest(f"No member of agency {agency} can receive packets.")
-                chosen.extend(duty)
-            elif target in members:
-                chosen.append(target)
-            else:
-                raise InvalidRequest(f"Recipient {target} is not in the directory.")
+            if not target.startswith("agency:"):
+                if target not in found:
+                    raise InvalidRequest(f"Recipient {target} is not in the directory.")
+                entry = found[target]
+                if target != self.member_id and not _encryption_keys(entry):
+                    raise NoCurrentKey(
+                        f"Recipient {entry['display_name']} ({target}) has no current encryption key (it was"
+                        " revoked or has expired), so they could not open what you send. Nothing was sent: ask them"
+                        " or their agency's admin to add a new key, or send to someone else."
+                    )
+                chosen.setdefault(target, entry)
+                continue
+            agency = target.removeprefix("agency:")
+            duty, name = await self._duty_members(agency)
+            duty = [m for m in duty if m["id"] != self.member_id]
+            if not duty:
+                raise InvalidRequest(f"No member of agency {name} ({agency}) can receive packets.")
+            reachable = {m["id"] for m in duty if _encryption_keys(m)}
+            if not reachable:
+                names = ", ".join(f"{m['display_name']} ({m['id']})" for m in duty)
+                raise NoCurrentKey(
+                    f"Nobody in the inbox of {name} ({agency}) can open what you send: {names} "
+                    f"{'has' if len(duty) == 1 else 'have'} no current encryption key (revoked or expired)."
+                    " Nothing was sent. Ask that agency's admin to have them add new keys, or address a member"
+                    " who has one."
+                )
+            for member in duty:
+                if member["id"] in reachable:
+                    chosen.setdefault(member["id"], member)
+                else:
+                    skipped.setdefault(member["id"], SkippedRecipient.without_key(member))
         recipients = []
-        for member_id in dict.fromkeys(chosen):
+        for member_id, entry in chosen.items():
             if member_id == self.member_id:
                 continue
-            member = members[member_id]
-            keys = [k for k in member["keys"] if k["use"] == "encryption"]
-            if not keys:
-                raise InvalidRequest(f"Recipient {member_id} has no current encryption key.")
-            key = keys[-1]
+            key = _encryption_keys(entry)[-1]
             public = crypto.b64decode(key["public"], what="recipient's encryption key")
             # A key id is the key's fingerprint: check it here rather than trust the directory's word, so
             # the id in the signed manifest is the key the packet was sealed to, and the id a recipient
             # reads out to check their key by phone or letter really names it.
             if crypto.check_encryption_public_key(public) != key["key_id"]:
                 raise CryptoError(f"The directory's encryption key for {member_id} does not match its key id.")
-            recipients.append(crypto.Recipient(member_id, member["agency"], key["key_id"], public))
+            recipients.append(crypto.Recipient(member_id, entry["agency"], key["key_id"], public))
         await self.check_recipient_keys(recipients)
-        return recipients
+        # A member named by id as well as through their agency's inbox is a recipient, not skipped.
+        return Resolution(tuple(recipients), tuple(s for m, s in skipped.items() if m not in chosen))
+
+    async def _duty_members(self, agency: str) -> tuple[list[Any], str]:
+        """The agency's duty members (every page) and its name; :class:`InvalidRequest` if there is no such agency."""
+        members: list[Any] = []
+        cursor = None
+        name = None
+        while True:
+            page = await self.directory(agency, role=",".join(sorted(DUTY_ROLES)), cursor=cursor)
+            name = name or next((a["name"] for a in page["agencies"] if a["id"] == agency), None)
+            members.extend(page["members"])
+            cursor = page.get("next_cursor")
+            if not cursor:
+                break
+        if name is None:
+            raise InvalidRequest(f"Agency {agency} is not in the directory.")
+        return members, name
 
     # ------------------------------------------------------------------ key transparency
 
@@ -299,7 +433,7 @@ class ExchangeClient:
         now: datetime | None = None,
         base_dir: Path | None = None,
         allow_identifiers: str | None = None,
-    ) -> crypto.SealedPacket:
+    ) -> PreparedPacket:
         """Build, seal and sign a packet from a practitioner's packet file (values stay local).
 
         Document and image fields name a file; relative paths are read from ``base_dir``
@@ -307,7 +441,8 @@ class ExchangeClient:
         for identifiers first (:mod:`exchange.identifiers`, with the file's ``case_names``) and
         :class:`~exchange.errors.IdentifyingContent` is raised, before anything is sent, unless
         ``allow_identifiers`` gives the sender's reason code; the manifest's ``identifier_check``
-        says which it was.
+        says which it was. Agency inbox members without a current encryption key are left out and
+        named in the result's ``skipped`` (see :meth:`resolve`).
         """
 
         def read_attachment(name: str) -> bytes:
@@ -327,7 +462,8 @@ class ExchangeClient:
             values = {f["name"]: f.get("value") for f in body_fields}
             found = identifiers.check_consultation(values, names) + identifiers.check_consultation(sealed_extras, names)
             identifier_check = identifiers.identifier_check(found, allow_identifiers)
-        recipients = await self.resolve_recipients(packet_file.get("to", []))
+        resolution = await self.resolve(packet_file.get("to", []))
+        recipients = resolution.recipients
         packet_id = new_id("pkt")
         manifest: dict[str, Any] = {
             "version": 1,
@@ -350,7 +486,15 @@ class ExchangeClient:
         if identifier_check is not None:
             manifest["identifier_check"] = identifier_check
         body = {"packet_id": packet_id, "fields": body_fields} | sealed_extras
-        return crypto.seal_packet(manifest, body, recipients, self.credentials.signing)
+        sealed = crypto.seal_packet(manifest, body, recipients, self.credentials.signing)
+        return PreparedPacket(
+            sealed.manifest,
+            sealed.signature,
+            sealed.body,
+            sealed.sealed_keys,
+            sealed.manifest_digest,
+            skipped=resolution.skipped,
+        )
 
     def approval_for(self, packet_id: str, manifest_digest: str, decision: str = "approve") -> dict[str, Any]:
         """This member's signed decision on sharing a manifest without consent (managers only)."""
@@ -363,6 +507,8 @@ class ExchangeClient:
         }
 
     async def submit(self, sealed: crypto.SealedPacket, approval: Mapping[str, Any] | None = None) -> Any:
+        """Submit a sealed packet; the server's receipt, with ``skipped`` (the agency inbox members it was
+        not sealed to, and why) when ``sealed`` came from :meth:`prepare`."""
         document: dict[str, Any] = {
             "manifest": sealed.manifest,
             "signature": crypto.b64encode(sealed.signature),
@@ -371,7 +517,10 @@ class ExchangeClient:
         }
         if approval is not None:
             document["approval"] = dict(approval)
-        return await self.request("POST", "/v1/packets", document)
+        receipt = await self.request("POST", "/v1/packets", document)
+        if isinstance(sealed, PreparedPacket) and isinstance(receipt, dict):
+            receipt["skipped"] = [s.as_json() for s in sealed.skipped]
+        return receipt
 
     async def send(self, packet_file: Mapping[str, Any], *, allow_identifiers: str | None = None) -> Any:
         return await self.submit(await self.prepare(packet_file, allow_identifiers=allow_identifiers))
@@ -385,10 +534,18 @@ class ExchangeClient:
 
         ``from`` is ``agency:agy_...`` (every duty member of it) or ``mem_...`` (one member); the
         ``details`` are sealed to each of them and only their digests are signed and sent readable.
+        Duty members without a current encryption key are left out, as the server expects
+        (:meth:`request_information` says who).
         """
+        return (await self._prepare_request(request_file, now=now))[0]
+
+    async def _prepare_request(
+        self, request_file: Mapping[str, Any], *, now: datetime | None = None
+    ) -> tuple[dict[str, Any], tuple[SkippedRecipient, ...]]:
         cleaned = policy.clean_packet_file(request_file)
         schemas.check(cleaned, "request-file.v1", what="request file")
-        holders = await self.resolve_recipients([cleaned["from"]])
+        resolution = await self.resolve([cleaned["from"]])
+        holders = resolution.recipients
         if not holders:
             raise InvalidRequest("You cannot ask yourself for information.")
         holder: dict[str, str] = {"agency": holders[0].agency}
@@ -426,15 +583,23 @@ class ExchangeClient:
         identifier = cleaned.get("subject_identifier")
         if identifier:
             request["subject"] = {"pseudonym": self._pseudonym(str(identifier))}
-        return {
+        document = {
             "request": request,
             "signature": crypto.b64encode(self.credentials.signing.sign(statements.request_statement(request))),
             "sealed_details": {member: crypto.b64encode(note) for member, note in sealed.items()},
         }
+        return document, resolution.skipped
 
     async def request_information(self, request_file: Mapping[str, Any]) -> Any:
-        """Ask for information (``POST /v1/requests``); the answer comes as a packet, or as a decline."""
-        return await self.request("POST", "/v1/requests", await self.prepare_request(request_file))
+        """Ask for information (``POST /v1/requests``); the answer comes as a packet, or as a decline.
+
+        The server's answer has ``skipped`` added: the agency's duty members the request was not sealed
+        to because they have no current encryption key."""
+        document, skipped = await self._prepare_request(request_file)
+        answer = await self.request("POST", "/v1/requests", document)
+        if isinstance(answer, dict):
+            answer["skipped"] = [s.as_json() for s in skipped]
+        return answer
 
     async def requests(
         self,

@@ -221,6 +221,18 @@ class IdentifyingContent(ExchangeError):
     title = "The consultation may identify the child or family"
 
 
+class NoCurrentKey(InvalidRequest):
+    """Nobody a packet or request is addressed to holds a current encryption key, so nobody could open it.
+
+    A duty member of an agency inbox without one is skipped (and the sender told); this is raised when a
+    named recipient has none, or when no duty member of the agency has one.
+    """
+
+    code = "recipient.no_current_key"
+    status = 422
+    title = "No recipient could open it"
+
+
 class StoreUnavailable(ExchangeError):
     code = "store.unavailable"
     status = 503

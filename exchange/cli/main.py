@@ -173,6 +173,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_members_add)
     p = members.add_parser("list", help="agencies and members in the directory")
     _client_options(p)
+    p.add_argument("--agency", help="only this agency's members (agy_...)")
     p.set_defaults(func=_members_list)
 
     p = sub.add_parser("whoami", help="who your key file says you are")
@@ -487,7 +488,13 @@ _members_add = with_client(_members_add_work)
 
 
 async def _members_list_work(client: ExchangeClient, args: argparse.Namespace) -> Any:
-    return {"kind": "directory"} | await client.directory()
+    # Page by page: the directory is never fetched in one answer.
+    agencies = await client.agencies()
+    if args.agency is not None:
+        agencies = [a for a in agencies if a["id"] == args.agency]
+        if not agencies:
+            raise InvalidRequest(f"Agency {args.agency} is not in the directory; 'exchange members list' lists them.")
+    return {"kind": "directory", "agencies": agencies, "members": await client.directory_members(args.agency)}
 
 
 _members_list = with_client(_members_list_work)

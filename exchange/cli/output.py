@@ -138,6 +138,7 @@ def _sent(result: Mapping[str, Any]) -> str:
         lines.append(f"  a manager's approval is owed by {local_time(result['approval_due'])}")
     ledger = result.get("ledger") or {}
     lines.append(f"  recorded in the ledger at position {ledger.get('seq')}")
+    lines.extend(skipped_lines(result))
     return "\n".join(lines)
 
 
@@ -191,14 +192,22 @@ def _acknowledged(result: Mapping[str, Any]) -> str:
 
 def _directory(result: Mapping[str, Any]) -> str:
     lines = []
-    agencies = {a["id"]: a for a in result["agencies"]}
+    members = sorted(result["members"], key=lambda m: (m["display_name"], m["id"]))
     for agency in result["agencies"]:
         lines.append(f"{agency['name']}  [{agency['kind']}]  {agency['id']}")
-        for member in result["members"]:
+        for member in members:
             if member["agency"] == agency["id"]:
-                lines.append(f"    {member['display_name']}  ({', '.join(member['roles'])})  {member['id']}")
-    del agencies
+                keyless = "" if any(k["use"] == "encryption" for k in member["keys"]) else "  no current encryption key"
+                lines.append(f"    {member['display_name']}  ({', '.join(member['roles'])})  {member['id']}{keyless}")
     return "\n".join(lines) or "The directory is empty."
+
+
+def skipped_lines(result: Mapping[str, Any]) -> list[str]:
+    """Lines naming the agency inbox members a packet or request was not sealed to, and why."""
+    return [
+        f"  not sent to {s['display_name']} ({s['member']}): no current encryption key (revoked or expired)"
+        for s in result.get("skipped") or ()
+    ]
 
 
 def _member(result: Mapping[str, Any]) -> str:

@@ -153,6 +153,7 @@ def _print_sent(result: Mapping[str, Any]) -> str:
         due = output.local_time(result["answer_due"])
         lines.append(f"  an answer (a packet, or a decline with reasons) is due by {due}")
     lines.append(f"  recorded in the ledger at position {result['ledger']['seq']}")
+    lines.extend(output.skipped_lines(result))
     return "\n".join(lines)
 
 

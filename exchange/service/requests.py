@@ -37,6 +37,7 @@ from exchange.errors import (
     ExchangeError,
     Forbidden,
     InvalidRequest,
+    NoCurrentKey,
     NotFound,
     PolicyViolation,
     SchemaViolation,
@@ -44,7 +45,7 @@ from exchange.errors import (
 )
 from exchange.lifecycle import Party, RequestState, Step
 from exchange.policy import requests as rules
-from exchange.service import paging, steps
+from exchange.service import directory, paging, steps
 from exchange.service.context import Change, ServiceContext
 from exchange.service.keys import current_key, verify_signed, verify_statement
 from exchange.store.base import RequestRole
@@ -122,14 +123,22 @@ async def _holders(ctx: ServiceContext, actor: Actor, agency: Agency, member_id:
         if member.id == actor.member_id:
             raise InvalidRequest("You cannot ask yourself for information.")
         return frozenset({member.id})
-    duty = frozenset(
-        m.id
+    duty = [
+        m
         for m in await ctx.store.list_members(agency.id)
         if m.active and m.has_any(*SHARING_ROLES) and m.id != actor.member_id
-    )
+    ]
     if not duty:
         raise InvalidRequest("No member of that agency can receive requests.")
-    return duty
+    # A duty member who has revoked their encryption key (or whose key expired) could not open the
+    # details: they are left out, as the sender's client leaves them out, rather than failing the request.
+    reachable = frozenset(m.id for m in await directory.with_current_key(ctx, duty, KeyUse.ENCRYPTION))
+    if not reachable:
+        raise NoCurrentKey(
+            "No duty member of that agency has a current encryption key, so nobody there could open the request."
+            " Ask that agency's admin to have its members add new keys, or ask a member of another agency."
+        )
+    return reachable
 
 
 async def _sealed_details(
