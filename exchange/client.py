@@ -342,8 +342,8 @@ class ExchangeClient:
                 if target != self.member_id and not _encryption_keys(entry):
                     raise NoCurrentKey(
                         f"Recipient {entry['display_name']} ({target}) has no current encryption key (it was"
-                        " revoked or has expired), so they could not open what you send. Nothing was sent: ask them"
-                        " or their agency's admin to add a new key, or send to someone else."
+                        " revoked or has expired), so they could not open what you send. Nothing was sent: they must"
+                        " add a new key themselves ('exchange keys rotate'); ask them to, or send to someone else."
                     )
                 chosen.setdefault(target, entry)
                 continue
@@ -358,8 +358,8 @@ class ExchangeClient:
                 raise NoCurrentKey(
                     f"Nobody in the inbox of {name} ({agency}) can open what you send: {names} "
                     f"{'has' if len(duty) == 1 else 'have'} no current encryption key (revoked or expired)."
-                    " Nothing was sent. Ask that agency's admin to have them add new keys, or address a member"
-                    " who has one."
+                    " Nothing was sent. They must add new keys themselves ('exchange keys rotate'): tell that"
+                    " agency (its admin can reach them), or address a member who has a key."
                 )
             for member in duty:
                 if member["id"] in reachable:

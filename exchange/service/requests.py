@@ -136,7 +136,7 @@ async def _holders(ctx: ServiceContext, actor: Actor, agency: Agency, member_id:
     if not reachable:
         raise NoCurrentKey(
             "No duty member of that agency has a current encryption key, so nobody there could open the request."
-            " Ask that agency's admin to have its members add new keys, or ask a member of another agency."
+            " Its members must add new keys themselves ('exchange keys rotate'); tell that agency, or ask another."
         )
     return reachable
 
