@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import json
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, Mapping
 from typing import Any
 
 from exchange import crypto
@@ -214,14 +214,18 @@ async def receipt(ctx: ServiceContext, actor: Actor, seq: int, since: int | None
     the latest head consistent with that one, so a member notices a ledger rewound or forked for them.
     Hashes only: nothing about other members' events is revealed.
     """
+    auditor = Role.AUDITOR in actor.member.roles
+    # A member gets the same words for another's entry as for one past the end: the ledger's size is
+    # for auditors to read.
+    hidden = "No such ledger entry." if auditor else "No such ledger entry among your events."
     rows = await ctx.store.ledger_entries(seq, seq + 1)
     if not rows:
-        raise NotFound("No such ledger entry.")
+        raise NotFound(hidden)
     entry = json.loads(rows[0][1])
     details = entry.get("details") or {}
     involved = {(entry.get("actor") or {}).get("member"), details.get("recipient"), details.get("member")}
-    if actor.member_id not in involved and Role.AUDITOR not in actor.member.roles:
-        raise NotFound("No such ledger entry among your events.")
+    if actor.member_id not in involved and not auditor:
+        raise NotFound(hidden)
     latest = await head_or_404(ctx, None)
     answer = await inclusion_in(ctx, seq, latest)
     if since is not None and since <= latest.size:  # beyond it, the member's client reports a rewound ledger
@@ -229,7 +233,7 @@ async def receipt(ctx: ServiceContext, actor: Actor, seq: int, since: int | None
     return answer
 
 
-async def export_stream(ctx: ServiceContext, actor: Actor) -> AsyncIterator[bytes]:
+async def export_stream(ctx: ServiceContext, actor: Actor) -> AsyncGenerator[bytes, None]:
     """The whole ledger with its signed heads, as export lines, read in batches (never all in memory)."""
     _require_auditor(actor)
     await _record_read(ctx, actor, "export", {})

@@ -28,15 +28,20 @@ from exchange.service import steps
 from exchange.service.context import Change, ServiceContext
 from exchange.service.keys import current_key, verify_signed
 
+_NOT_IN_INBOX = "No such packet in your inbox."
+_NOT_IN_OUTBOX = "No such packet in your outbox."
+
 
 def _ledger(receipt: Any) -> dict[str, Any]:
     return {"seq": receipt.seq, "leaf_hash": receipt.leaf_hash.hex()}
 
 
-async def _packet(ctx: ServiceContext, packet_id: str) -> PacketRecord:
+async def _packet(ctx: ServiceContext, packet_id: str, hidden: str) -> PacketRecord:
+    """The packet, or 404 with ``hidden``: the words a non-party gets, so a packet that exists and one
+    that does not read alike to them."""
     packet = await ctx.store.get_packet(packet_id)
     if packet is None:
-        raise NotFound("No such packet.")
+        raise NotFound(hidden)
     return packet
 
 
@@ -98,14 +103,14 @@ async def report(ctx: ServiceContext, actor: Actor, packet_id: str, document: An
     statement that is not the latest, 422 for an action that does not fit or a key that is not current.
     """
     schemas.check(document, "loop_report.v1", what="action report")
-    packet = await _packet(ctx, packet_id)
+    packet = await _packet(ctx, packet_id, _NOT_IN_INBOX)
     if packet.sender_member == actor.member_id:
         raise lifecycle.NotYourStep(
             "Only a recipient can report the action taken; you sent this packet (confirm or query their report).",
             extras={"event": Step.REPORT.value},
         )
     if await _visible_copy(ctx, packet_id, actor.member_id) is None:
-        raise NotFound("No such packet in your inbox.")
+        raise NotFound(_NOT_IN_INBOX)
     sealed = _sealed_note(document)
     action: str = document["action"]
     answers: str | None = document["answers"]
@@ -213,13 +218,13 @@ async def review(ctx: ServiceContext, actor: Actor, packet_id: str, recipient: s
     is no report waiting for review (or it is not the latest statement).
     """
     schemas.check(document, "loop_review.v1", what="review of an action report")
-    packet = await _packet(ctx, packet_id)
+    packet = await _packet(ctx, packet_id, _NOT_IN_OUTBOX)
     if packet.sender_member != actor.member_id:
         if await _visible_copy(ctx, packet_id, actor.member_id) is not None:
             raise lifecycle.NotYourStep(
                 "Only the sender can confirm or query an action report.", extras={"event": document["decision"]}
             )
-        raise NotFound("No such packet in your outbox.")
+        raise NotFound(_NOT_IN_OUTBOX)
     if not any(d.recipient_member == recipient for d in await ctx.store.deliveries_for_packet(packet_id)):
         raise NotFound(f"Packet {packet_id} was not sent to {recipient}.")
     decision: str = document["decision"]
@@ -338,7 +343,7 @@ async def loop(ctx: ServiceContext, actor: Actor, packet_id: str) -> dict[str, A
     Each statement comes with its exact bytes, signature, the public key it names and its sealed
     note, so the caller's SDK verifies it all and opens the notes meant for them; 404 to anyone else.
     """
-    packet = await _packet(ctx, packet_id)
+    packet = await _packet(ctx, packet_id, "No such packet.")
     deliveries = await ctx.store.deliveries_for_packet(packet_id)
     if packet.sender_member != actor.member_id:
         deliveries = [

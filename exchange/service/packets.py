@@ -580,9 +580,11 @@ def _gone_reason(packet: PacketRecord, delivery: DeliveryRecord) -> str:
 async def acknowledge(ctx: ServiceContext, actor: Actor, packet_id: str, document: Any) -> dict[str, Any]:
     """A recipient's signed receipt over the manifest digest; exactly one per copy, however many race."""
     schemas.check(document, "acknowledgement.v1", what="acknowledgement")
-    packet = await ctx.store.get_packet(packet_id)
-    if packet is None:
-        raise NotFound("No such packet in your inbox.")
+    # The caller's copy before their signature: to a non-recipient a real packet and none answer alike,
+    # whatever they signed (else a bad signature's 422 would confirm that the packet exists).
+    copies = await ctx.store.deliveries_for_packet(packet_id)
+    steps.visible_copy(next((d for d in copies if d.recipient_member == actor.member_id), None))
+    packet = await steps.packet_in_store(ctx, packet_id)
     statement = statements.acknowledgement_statement(packet_id, packet.manifest_digest, actor.member_id)
     key, signature = await verify_signed(
         ctx, document, member_id=actor.member_id, statement=statement, what="The acknowledgement"

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, Mapping
 from typing import Any
 
 from exchange.domain import Actor, Event, PacketRecord, Role, iso
@@ -93,7 +93,7 @@ async def subject_view(ctx: ServiceContext, actor: Actor, pseudonym: str, start:
     }
 
 
-async def subject_export_stream(ctx: ServiceContext, actor: Actor, pseudonym: str) -> AsyncIterator[bytes]:
+async def subject_export_stream(ctx: ServiceContext, actor: Actor, pseudonym: str) -> AsyncGenerator[bytes, None]:
     """The subject's entries with inclusion proofs in one signed head, as export lines (see
     :mod:`exchange.ledger.subject_export`), read in batches.
 

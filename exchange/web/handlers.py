@@ -152,6 +152,7 @@ def routes() -> list[web.RouteDef]:
         web.post("/v1/packets", submit_packet),
         web.get("/v1/inbox", inbox),
         web.get("/v1/outbox", outbox),
-        web.get("/v1/packets/{packet_id}", fetch_packet),
+        # No HEAD: the first fetch opens the copy, and a HEAD must neither open it nor be recorded as opening it.
+        web.get("/v1/packets/{packet_id}", fetch_packet, allow_head=False),
         web.post("/v1/packets/{packet_id}/acknowledgement", acknowledge),
     ]

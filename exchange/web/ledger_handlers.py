@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 
 from aiohttp import web
 
@@ -49,11 +49,16 @@ async def export(request: web.Request) -> web.StreamResponse:
     return await stream_lines(request, ledger.export_stream(request.app[CONTEXT], actor_of(request)))
 
 
-async def stream_lines(request: web.Request, stream: AsyncIterator[bytes]) -> web.StreamResponse:
+async def stream_lines(request: web.Request, stream: AsyncGenerator[bytes, None]) -> web.StreamResponse:
     """Send a service's JSON-lines stream; its first line is awaited before the response starts."""
     first = await anext(stream)  # authorisation and the read's record happen before any byte is sent
     response = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
     await response.prepare(request)
+    if request.method == "HEAD":
+        # The headers only (RFC 9110 section 9.3.2): a body written here would be read as the next response.
+        await stream.aclose()
+        await response.write_eof()
+        return response
     await response.write(first)
     async for line in stream:
         await response.write(line)
