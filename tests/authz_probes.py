@@ -109,12 +109,22 @@ async def _me_ok(w: World, party: str, res: None, body: Any) -> None:
 
 @probe("GET /v1/directory", lambda w, res: "/v1/directory")
 async def _directory(w: World, party: str, res: None) -> Any:
-    return await w.client(party).directory()
+    return await w.client(party).directory_members()
 
 
 @check("GET /v1/directory")
 async def _directory_lists(w: World, party: str, res: None, body: Any) -> bool:
-    return w.id("sender") in {m["id"] for m in body["members"]}
+    return w.id("sender") in {m["id"] for m in body}
+
+
+@probe("GET /v1/agencies", lambda w, res: "/v1/agencies")
+async def _agencies(w: World, party: str, res: None) -> Any:
+    return await w.client(party).agencies()
+
+
+@check("GET /v1/agencies")
+async def _agencies_list(w: World, party: str, res: None, body: Any) -> bool:
+    return w.agency("sender") in {a["id"] for a in body}
 
 
 def _register(roles: list[str]) -> Callable[[World, str, None], Awaitable[Any]]:

@@ -175,6 +175,7 @@ RULES: tuple[Rule, ...] = (
     ),
     _rule("GET", "/v1/me", "the caller's own member record", others=_ALLOW),
     _rule("GET", "/v1/directory", "the directory (the sender listed): what senders seal to", others=_ALLOW),
+    _rule("GET", "/v1/agencies", "the agencies (the sender's listed), what each may send and receive", others=_ALLOW),
     _rule(
         "POST",
         "/v1/members",
