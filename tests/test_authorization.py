@@ -13,7 +13,6 @@ parties all try the first one, which the first allowed party then uses: so it wa
 from __future__ import annotations
 
 import asyncio
-import time
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from pathlib import Path
@@ -116,11 +115,9 @@ async def _try_rule(w: World, rule: Rule) -> list[str]:
 @dataclass(frozen=True)
 class MatrixRun:
     failures: dict[str, list[str]]
-    seconds: float
 
 
 async def _run_matrix(root: Path) -> MatrixRun:
-    started = time.monotonic()
     failures: dict[str, list[str]] = {}
     async with AsyncExitStack() as stack:
         w = await build_world(root, stack)
@@ -129,7 +126,7 @@ async def _run_matrix(root: Path) -> MatrixRun:
                 failures[rule.name] = await _try_rule(w, rule)
             except Exception as error:  # noqa: BLE001 - one broken probe must not hide the other rules
                 failures[rule.name] = [f"the probe itself failed: {type(error).__name__}: {error}"]
-    return MatrixRun(failures, time.monotonic() - started)
+    return MatrixRun(failures)
 
 
 @pytest.fixture(scope="module")
@@ -142,11 +139,6 @@ def matrix(tmp_path_factory: pytest.TempPathFactory) -> MatrixRun:
 def test_every_party_gets_what_the_matrix_says(matrix: MatrixRun, rule: Rule) -> None:
     """Each party's call on this route is answered as the matrix says, and a refused call changes nothing."""
     assert matrix.failures[rule.name] == []
-
-
-def test_the_whole_matrix_runs_in_seconds(matrix: MatrixRun) -> None:
-    """Building the world and trying every cell stays well under a minute."""
-    assert matrix.seconds < 45, f"the matrix took {matrix.seconds:.1f}s"
 
 
 # ---------------------------------------------------------------------------------------------- completeness
