@@ -53,6 +53,9 @@ class Config:
     deadline_lease_seconds: float = 120.0
     #: The structured record (JSON lines); None means <data_dir>/record.jsonl.
     record_log: Path | None = None
+    #: While read-only (the record log or the store cannot be written), changes are refused at once
+    #: for this long after a failure (the Retry-After they get), then the next one tries again.
+    read_only_retry_seconds: float = 5.0
     extra: dict[str, str] = field(default_factory=dict, compare=False)
 
     @property

@@ -145,6 +145,36 @@ class ServerBusy(ExchangeError):
     title = "The exchange is busy"
 
 
+class ReadOnly(ExchangeError):
+    """The exchange cannot record changes just now, so it refuses them; it still serves reads.
+
+    Raised when the record log or the store cannot be written (see ``exchange.record``): nothing was
+    changed, and trying again after ``Retry-After`` is safe. ``/health`` says why meanwhile.
+    """
+
+    code = "read_only"
+    status = 503
+    title = "The exchange is read-only for now"
+
+
+class DiskFull(ReadOnly):
+    """The disk holding the record log or the store is full (``extras["cause"]`` says which)."""
+
+    code = "read_only.disk_full"
+
+
+class RecordLogUnwritable(ReadOnly):
+    """The record log cannot be written or synced for another reason (permissions, I/O error)."""
+
+    code = "read_only.record_log"
+
+
+class StoreUnwritable(ReadOnly):
+    """The store cannot be written for another reason (I/O error, read-only file or file system)."""
+
+    code = "read_only.store"
+
+
 class CryptoError(ExchangeError):
     """A signature, seal or digest does not verify, or key material is unusable."""
 

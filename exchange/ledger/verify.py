@@ -62,11 +62,23 @@ The first problem stops verification with a :class:`~exchange.errors.LedgerProof
 ``head.fork``              two validly signed heads of one size have different roots
 ``head.root_mismatch``     the entries do not hash to the signed root
 ``log.unreadable``         the record log file cannot be read
-``log.malformed``          a record log line that claims to carry a ledger entry is unreadable
-``log.conflict``           the log carries two different entries for one seq
+``log.malformed``          a record log line carrying a ledger entry lacks a whole-number seq or base64
+``log.conflict``           the log carries two different entries for one seq, both marked committed
 ``log.entry_missing``      an exported entry is not in the log
-``log.entry_different``    the log's entry differs from the exported bytes
+``log.entry_different``    the log's entry (the one marked committed, if any) differs from the export's
 =========================  ====================================================================
+
+Checking against the record log (``log_path``)
+----------------------------------------------
+
+The server writes and syncs a change's ledger lines *before* the change commits, and marks them
+committed afterwards (``exchange.record`` explains the order). So every exported entry must be in
+the log with the same bytes: a missing or different one is reported whatever a crash did. What an
+honest crash or a failed commit can leave is tolerated and counted in the report, never reported as
+tampering: lines for seqs the export does not reach (``log_entries_beyond_export``), lines for a
+seq the export holds with other bytes that were never marked committed — a rolled-back change
+whose seq the next change reused (``log_orphaned_entries``) — and fragments that are not JSON
+(``log_torn_lines``). When the log marks one entry of a seq committed, only that one is accepted.
 """
 
 from __future__ import annotations
@@ -90,6 +102,7 @@ from exchange.errors import CryptoError, LedgerProofError
 from exchange.ledger.export import ENTRY_LINE_PREFIX, ENTRY_LINE_SUFFIX, EXPORT_FORMAT
 from exchange.ledger.heads import TreeHead, check_timestamp
 from exchange.ledger.merkle import EMPTY_ROOT, leaf_hash
+from exchange.record import COMMITTED_EVENT
 
 #: Numbered export lines, as ``enumerate`` yields them; read ahead when diagnosing a fault.
 _Numbered = Iterator[tuple[int, bytes]]
@@ -111,6 +124,10 @@ class VerificationReport:
     unsigned_tail: int
     log_entries_checked: int
     log_entries_beyond_export: int
+    #: Log entries for an exported seq with other bytes, never marked committed: rolled back (tolerated).
+    log_orphaned_entries: int
+    #: Log lines that are not JSON: cut short by a crash or a full disk (skipped).
+    log_torn_lines: int
     elapsed_seconds: float
 
     def as_json(self) -> dict[str, Any]:
@@ -129,6 +146,8 @@ class VerificationReport:
             "unsigned_tail": self.unsigned_tail,
             "log_entries_checked": self.log_entries_checked,
             "log_entries_beyond_export": self.log_entries_beyond_export,
+            "log_orphaned_entries": self.log_orphaned_entries,
+            "log_torn_lines": self.log_torn_lines,
             "elapsed_seconds": round(self.elapsed_seconds, 3),
         }
 
@@ -309,16 +328,36 @@ _PAD_BITS_2 = bytes(_ALPHABET.index(c) & 0x0F if c in _ALPHABET else 0 for c in 
 # --------------------------------------------------------------------------- the record log
 
 
-def _read_log(paths: Sequence[str | os.PathLike[str]]) -> dict[int, tuple[bytes, int]]:
-    """Map each seq in structlog JSON-lines record logs to (leaf hash of its entry, log line).
+@dataclass(slots=True)
+class _Log:
+    """The ledger entries of a record log, as :func:`_read_log` found them.
+
+    ``entries`` maps each seq to (the digests an exported entry of that seq may have, every distinct
+    digest the log holds for it). The first are the one digest the log marks committed, if any,
+    else every digest it holds: a seq reused after a rollback has an orphan and the real line, and
+    either may be the one that committed (see ``exchange.record`` for the order that makes this so).
+    """
+
+    entries: dict[int, tuple[tuple[bytes, ...], tuple[bytes, ...]]]
+    torn_lines: int
+
+
+def _read_log(paths: Sequence[str | os.PathLike[str]]) -> _Log:
+    """Read structlog JSON-lines record logs: each seq's entry digests, and which changes committed.
 
     Several files are one log cut by rotation (oldest first, say): an entry may appear in any of
-    them, and the same seq with different bytes anywhere is a conflict. Line numbers are per file;
-    a problem's extras name the ``file`` when more than one is read.
+    them. A line that is not JSON is a fragment cut short by a crash or a full disk: skipped and
+    counted, since its change cannot have committed (an entry of it in the ledger is then reported
+    missing). The same seq with two different entries that the log marks both committed is a
+    conflict. Line numbers are per file; a problem's extras name the ``file`` when more than one is
+    read.
     """
-    found: dict[int, tuple[bytes, int]] = {}
-    where: dict[int, str] = {}
+    # seq -> [(digest, line, file, txn)], in reading order
+    found: dict[int, list[tuple[bytes, int, str, str | None]]] = {}
+    committed: set[str] = set()
+    torn = 0
     several = len(paths) > 1
+    marker = COMMITTED_EVENT.encode("ascii")
     for path in paths:
         name = str(path)
         more: dict[str, Any] = {"file": name} if several else {}
@@ -326,19 +365,25 @@ def _read_log(paths: Sequence[str | os.PathLike[str]]) -> dict[int, tuple[bytes,
         try:
             with Path(path).open("rb") as handle:
                 for number, raw in enumerate(handle, start=1):
-                    if b'"ledger_entry"' not in raw:
+                    is_entry = b'"ledger_entry"' in raw
+                    if not is_entry and marker not in raw:
                         continue  # an operational line
                     try:
                         record = json.loads(raw)
                     except ValueError:
-                        _fail(
-                            "log.malformed", number, None,
-                            f"Log line {number}{of} has a ledger entry but is not JSON.", **more,
-                        )
-                    if not isinstance(record, dict) or "ledger_entry" not in record:
+                        torn += 1
+                        continue
+                    if not isinstance(record, dict):
                         continue  # the words appeared inside some other value
+                    txn = record.get("txn")
+                    if "ledger_entry" not in record:
+                        if record.get("event") == COMMITTED_EVENT and isinstance(txn, str):
+                            committed.add(txn)
+                        continue
                     seq, text = record.get("seq"), record["ledger_entry"]
-                    if type(seq) is not int or seq < 0 or not isinstance(text, str):
+                    if type(seq) is not int or seq < 0 or not isinstance(text, str) or not isinstance(
+                        txn, str | None
+                    ):
                         _fail(
                             "log.malformed", number, None,
                             f"Log line {number}{of} has a ledger entry without a whole-number seq and base64 bytes.",
@@ -351,23 +396,39 @@ def _read_log(paths: Sequence[str | os.PathLike[str]]) -> dict[int, tuple[bytes,
                             "log.malformed", number, seq,
                             f"Log line {number}{of} (seq {seq}) has an entry not in base64.", **more,
                         )
-                    digest = leaf_hash(entry)
-                    earlier = found.get(seq)
-                    if earlier is not None and earlier[0] != digest:
-                        first = f"{earlier[1]} of {where[seq]}" if several else str(earlier[1])
-                        _fail(
-                            "log.conflict", number, seq,
-                            f"Log lines {first} and {number}{of} carry two different entries for seq {seq}.",
-                            other_line=earlier[1], **({"other_file": where[seq]} | more if several else {}),
-                        )
-                    found[seq] = (digest, number)
-                    where[seq] = name
+                    found.setdefault(seq, []).append((leaf_hash(entry), number, name, txn))
         except OSError as exc:
             raise LedgerProofError(
                 f"The record log{f' {name}' if several else ''} cannot be read: {exc.strerror or exc}.",
                 extras={"source": "log", "line": None, "seq": None, "problem": "log.unreadable", **more},
             ) from None
-    return found
+    entries: dict[int, tuple[tuple[bytes, ...], tuple[bytes, ...]]] = {}
+    for seq, lines in found.items():
+        if len(lines) == 1:
+            single = (lines[0][0],)
+            entries[seq] = (single, single)
+            continue
+        # Lines written before txn ids existed (no txn) were written after their commit.
+        kept = [line for line in lines if line[3] is None or line[3] in committed]
+        for later in kept[1:]:
+            if later[0] != kept[0][0]:
+                _conflict(seq, kept[0], later, several)
+        distinct = tuple(dict.fromkeys(line[0] for line in lines))
+        entries[seq] = ((kept[0][0],) if kept else distinct, distinct)
+    return _Log(entries, torn)
+
+
+def _conflict(
+    seq: int, first: tuple[bytes, int, str, str | None], later: tuple[bytes, int, str, str | None], several: bool
+) -> NoReturn:
+    of = f" of {later[2]}" if several else ""
+    where = f"{first[1]} of {first[2]}" if several else str(first[1])
+    files = {"file": later[2], "other_file": first[2]} if several else {}
+    _fail(
+        "log.conflict", later[1], seq,
+        f"Log lines {where} and {later[1]}{of} carry two different entries for seq {seq}, both committed.",
+        other_line=first[1], **files,
+    )
 
 
 # --------------------------------------------------------------------------- the verifier
@@ -400,7 +461,7 @@ class _Verifier:
         self,
         public_key: bytes,
         key_id: str,
-        log: dict[int, tuple[bytes, int]] | None,
+        log: _Log | None,
         progress: Callable[[int], None] | None,
         progress_every: int,
         strict: bool = False,
@@ -408,7 +469,7 @@ class _Verifier:
         self.public_key = public_key
         self.strict = strict
         self.key_id = key_id
-        self.log = log
+        self.log = log.entries if log is not None else None
         self.progress = progress
         self.progress_every = progress_every
         self.exported_at = ""
@@ -421,6 +482,7 @@ class _Verifier:
         self.log_missing: list[tuple[int, int]] = []  # (seq, export line)
         self.log_different: list[tuple[int, int]] = []
         self.log_checked = 0
+        self.log_orphans = 0
         # (line, seq, bytes) of entries whose full check waits for a head to cover them
         self.deferred: list[tuple[int, int, bytes]] = []
 
@@ -640,8 +702,10 @@ class _Verifier:
         self.log_checked += 1
         if logged is None:
             self.log_missing.append((seq, line))
-        elif logged[0] != leaf:
+        elif leaf not in logged[0]:
             self.log_different.append((seq, line))
+        else:
+            self.log_orphans += len(logged[1]) - 1  # lines of changes that were rolled back
 
     # ----------------------------------------------------------------- heads
 
@@ -804,7 +868,8 @@ def verify_export(
 
     ``source`` is a path or the export's lines. With ``log_path`` (one file, or the files of a log
     cut by rotation), every exported entry must also appear with identical bytes in that structlog
-    JSON-lines record log. ``progress(done)`` is called every ``progress_every`` entries. With
+    JSON-lines record log (lines of rolled-back changes are tolerated: see the module
+    documentation). ``progress(done)`` is called every ``progress_every`` entries. With
     ``strict``, every entry is checked to be RFC 8785 canonical JSON with string ``time`` and
     ``type``; by default only the entries no valid signed head covers are (the others' ``seq`` is
     still checked: see the module documentation). Returns a
@@ -843,7 +908,7 @@ def verify_export(
             extras={"source": "export", "line": None, "seq": None, "problem": "export.unreadable"},
         ) from None
     verifier.log_problems()
-    beyond = sum(1 for seq in log if seq >= verifier.size) if log is not None else 0
+    beyond = sum(1 for seq in log.entries if seq >= verifier.size) if log is not None else 0
     signed = max(verifier.last_head_size, 0)
     return VerificationReport(
         server_key_id=key_id,
@@ -856,5 +921,7 @@ def verify_export(
         unsigned_tail=verifier.size - signed,
         log_entries_checked=verifier.log_checked,
         log_entries_beyond_export=beyond,
+        log_orphaned_entries=verifier.log_orphans,
+        log_torn_lines=log.torn_lines if log is not None else 0,
         elapsed_seconds=time.perf_counter() - started,
     )

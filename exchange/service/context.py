@@ -1,8 +1,23 @@
-"""What every use case needs, passed explicitly: store, configuration, record, clock and keys."""
+"""What every use case needs, passed explicitly: store, configuration, record, clock and keys.
+
+A change (:meth:`ServiceContext.change`) is one serialised write transaction. Its ledger lines go
+to the record log, written and fsync'd, *before* it commits, then a ``ledger.committed`` line after
+(the order and why it is crash-consistent: ``exchange.record``). If the record log or the store
+cannot be written the change is rolled back and refused with :class:`~exchange.errors.ReadOnly`
+(503 with ``Retry-After``), and the exchange is read-only (:class:`WriteGate`): reads go on, each
+change is refused at once until ``Retry-After`` has passed since the last failure, then the next
+one tries again (for the record log by first probing it with one durable line), and the first that
+succeeds ends the read-only state. ``/health`` says ``read_only`` and why meanwhile, and probes the
+record log itself when a probe is due, so it recovers without waiting for a write. A change that
+has committed is reported as committed: nothing after the commit can fail it.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import math
+import secrets
+import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -12,8 +27,9 @@ from typing import TYPE_CHECKING
 from exchange import crypto
 from exchange.config import Config
 from exchange.domain import Event, LedgerReceipt, iso, utc_now
+from exchange.errors import ReadOnly
 from exchange.policy import Catalogue
-from exchange.record import Record
+from exchange.record import COMMITTED_EVENT, ROLLED_BACK_EVENT, Record
 from exchange.store import Store, Transaction
 
 if TYPE_CHECKING:
@@ -28,6 +44,8 @@ class Change:
     tx: Transaction
     now: datetime
     receipts: list[tuple[Event, LedgerReceipt]] = field(default_factory=list)
+    #: Names this change in the record log: its ledger lines and its ``ledger.committed`` line.
+    txn: str = field(default_factory=lambda: secrets.token_hex(8))
 
     async def record(self, event: Event) -> LedgerReceipt:
         """Append ``event`` to the ledger inside this change's transaction."""
@@ -36,6 +54,66 @@ class Change:
         receipt = LedgerReceipt(seq, leaf, entry)
         self.receipts.append((event, receipt))
         return receipt
+
+
+class WriteGate:
+    """Whether changes may be attempted: the read-only state after the record log or the store failed."""
+
+    def __init__(self, record: Record, retry_seconds: float) -> None:
+        self.record = record
+        self.retry_seconds = retry_seconds
+        self.store_error: ReadOnly | None = None
+        self.store_since: str | None = None
+        self._next_attempt = 0.0
+
+    def error(self) -> ReadOnly | None:
+        """The error a change gets now, or None when the exchange is writable as far as it knows."""
+        if self.record.fault is not None:
+            return self.record.fault.error(max(1, math.ceil(self.retry_seconds)))
+        return self.store_error
+
+    def refuse_early(self) -> None:
+        """Refuse at once (without waiting for the write lock) while read-only and no retry is due."""
+        error = self.error()
+        if error is not None and time.monotonic() < self._next_attempt:
+            raise error
+
+    async def before_change(self) -> None:
+        """Inside the write lock: if the record log failed, probe it before doing any work."""
+        if self.record.fault is not None:
+            try:
+                await self.record.probe()
+            except ReadOnly as error:
+                self.failed(error)
+                raise
+
+    async def recheck(self) -> None:
+        """For ``/health``: probe a failed record log when an attempt is due (never more often)."""
+        if self.record.fault is not None and time.monotonic() >= self._next_attempt:
+            try:
+                await self.record.probe()
+            except ReadOnly as error:
+                self.failed(error)
+
+    def failed(self, error: ReadOnly) -> None:
+        error.retry_after = max(1, math.ceil(self.retry_seconds))
+        if error.extras.get("cause") == "store":
+            if self.store_error is None or self.store_error.code != error.code:
+                self.store_since = iso(utc_now())
+            self.store_error = error
+        self._next_attempt = time.monotonic() + self.retry_seconds
+
+    def succeeded(self) -> None:
+        self.store_error = None
+        self.store_since = None
+
+    def health(self) -> dict[str, object] | None:
+        """Why the exchange is read-only, for ``/health``; None when it is not."""
+        if self.record.fault is not None:
+            return {"cause": "record_log", **self.record.fault.as_json()}
+        if self.store_error is not None:
+            return {"cause": "store", "code": self.store_error.code, "since": self.store_since}
+        return None
 
 
 @dataclass
@@ -52,23 +130,54 @@ class ServiceContext:
     head_signer: HeadSigner | None = None
     #: The background deadline worker, when a server runs one.
     deadlines: DeadlineWorker | None = None
+    #: The read-only state (see the module documentation).
+    writes: WriteGate = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.writes = WriteGate(self.record, self.config.read_only_retry_seconds)
 
     @asynccontextmanager
     async def change(self) -> AsyncIterator[Change]:
-        """A serialised transaction whose recorded events are logged once it has committed."""
+        """A serialised transaction whose ledger lines are logged and synced before it commits.
+
+        Raises :class:`~exchange.errors.ReadOnly` (the change rolled back) when the record log or
+        the store cannot be written; see the module documentation.
+        """
+        self.writes.refuse_early()
         now = self.clock()
-        async with self.store.write() as tx:
-            change = Change(tx, now)
-            yield change
-        for event, receipt in change.receipts:
-            self.record.log.info(
-                event.type,
-                seq=receipt.seq,
-                leaf_hash=receipt.leaf_hash.hex(),
-                ledger_entry=crypto.b64encode(receipt.entry),
-                packet=event.packet,
-                actor_member=event.actor_member,
-                actor_agency=event.actor_agency,
-            )
+        logged: Change | None = None
+        try:
+            async with self.store.write() as tx:
+                await self.writes.before_change()
+                change = Change(tx, now)
+                yield change
+                if change.receipts:
+                    await self.record.write_durably([_ledger_line(change.txn, *item) for item in change.receipts])
+                    logged = change
+        except BaseException as error:
+            if isinstance(error, ReadOnly):
+                self.writes.failed(error)
+            if logged is not None:  # written, then not committed: say so (best effort; see exchange.record)
+                self.record.mark(ROLLED_BACK_EVENT, txn=logged.txn, **_seqs(logged))
+            raise
+        self.writes.succeeded()
         if change.receipts:
+            self.record.mark(COMMITTED_EVENT, txn=change.txn, **_seqs(change))
             self.ledger_grew.set()
+
+
+def _ledger_line(txn: str, event: Event, receipt: LedgerReceipt) -> tuple[str, dict[str, object]]:
+    return event.type, {
+        "seq": receipt.seq,
+        "leaf_hash": receipt.leaf_hash.hex(),
+        "ledger_entry": crypto.b64encode(receipt.entry),
+        "packet": event.packet,
+        "actor_member": event.actor_member,
+        "actor_agency": event.actor_agency,
+        "txn": txn,
+    }
+
+
+def _seqs(change: Change) -> dict[str, int]:
+    seqs = [receipt.seq for _, receipt in change.receipts]
+    return {"first_seq": min(seqs), "last_seq": max(seqs)}

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import json
 import sqlite3
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
@@ -37,7 +38,7 @@ from exchange.domain import (
     SealedNote,
     ShareDecision,
 )
-from exchange.errors import Conflict, KeyInUse, StateChanged, StoreUnavailable
+from exchange.errors import Conflict, DiskFull, KeyInUse, StateChanged, StoreUnavailable, StoreUnwritable
 from exchange.ledger import merkle, tree
 from exchange.ledger.heads import TreeHead
 from exchange.ledger.index import entry_refs
@@ -51,6 +52,30 @@ _PRAGMAS = (
     "PRAGMA foreign_keys=ON",
     "PRAGMA busy_timeout=5000",
 )
+
+
+#: SQLite primary result codes (https://sqlite.org/rescode.html) that mean the file cannot be written.
+_SQLITE_FULL = 13
+_SQLITE_UNWRITABLE = frozenset({8, 10, 14})  # READONLY, IOERR, CANTOPEN
+
+
+def _raise_unwritable(exc: sqlite3.Error) -> None:
+    """Raise ReadOnly (from ``exc``) if a failed write means a full or unwritable store; else return."""
+    primary = getattr(exc, "sqlite_errorcode", 0) & 0xFF
+    if primary == _SQLITE_FULL:
+        raise DiskFull(
+            "The exchange's database is on a full disk, so it cannot record changes just now and is "
+            "read-only. Nothing was changed; try again later.",
+            extras={"cause": "store"},
+            retry_after=1,
+        ) from exc
+    if primary in _SQLITE_UNWRITABLE:
+        raise StoreUnwritable(
+            "The exchange cannot write its database just now, so it is read-only. Nothing was changed; "
+            "try again later.",
+            extras={"cause": "store"},
+            retry_after=1,
+        ) from exc
 
 
 def _purposes(text: str | None) -> frozenset[str] | None:
@@ -797,15 +822,36 @@ class SqliteStore(Store):
 
     @asynccontextmanager
     async def write(self) -> AsyncIterator[_SqliteTransaction]:
+        """One write transaction; a full disk or an unwritable file raises ReadOnly (503), not a 500.
+
+        A failed COMMIT is rolled back explicitly: SQLite may leave the transaction open after one,
+        and the next BEGIN would then fail.
+        """
         async with self._lock:
-            await self._writer.execute("BEGIN IMMEDIATE")
+            try:
+                await self._writer.execute("BEGIN IMMEDIATE")
+            except sqlite3.Error as exc:
+                _raise_unwritable(exc)
+                raise
             try:
                 yield _SqliteTransaction(self._writer)
-            except BaseException:
-                await self._writer.execute("ROLLBACK")
+            except BaseException as exc:
+                await self._rollback()
+                if isinstance(exc, sqlite3.Error):
+                    _raise_unwritable(exc)
                 raise
-            else:
+            try:
                 await self._writer.execute("COMMIT")
+            except sqlite3.Error as exc:
+                await self._rollback()
+                _raise_unwritable(exc)
+                raise
+
+    async def _rollback(self) -> None:
+        if self._writer.in_transaction:
+            # SQLite may have rolled back by itself (it does after some I/O errors).
+            with contextlib.suppress(sqlite3.Error):
+                await self._writer.execute("ROLLBACK")
 
     async def close(self) -> None:
         await self._reader.close()

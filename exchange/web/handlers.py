@@ -55,6 +55,12 @@ async def health(request: web.Request) -> web.Response:
             report["status"] = "degraded"
     # Running short of listed bank holidays is an operator's to-do, not a degraded service.
     report["working_days"] = ctx.catalogue.calendar.health(ctx.clock())
+    # Reads still work while changes cannot be recorded: 200, with the reason (see service.context).
+    await ctx.writes.recheck()
+    read_only = ctx.writes.health()
+    if read_only is not None:
+        report["status"] = "read_only"
+        report["read_only"] = read_only
     return reply(report)
 
 

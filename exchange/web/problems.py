@@ -81,10 +81,12 @@ async def problem_middleware(request: web.Request, handler: Handler) -> web.Stre
     except Exception as error:  # noqa: BLE001 - the last line of defence: never a traceback to the client
         # The traceback goes to the operator's console only: it may quote data, so never to the record.
         traceback.print_exc(file=sys.stderr)
+        route = request.match_info.route.resource
         request.app[RECORD].log.error(
             "request.failed",
             error_type=type(error).__name__,
-            path=request.path,
+            # The route's pattern, never the concrete path: a path can hold anything a caller typed.
+            route=route.canonical if route is not None else "unmatched",
             request_id=request.get(REQUEST_ID),
         )
         return problem_response(
