@@ -123,10 +123,14 @@ def _fault_of(error: OSError) -> Fault:
     return Fault(code, errno.errorcode.get(number, str(number)), datetime.now(UTC).isoformat())
 
 
+#: fdatasync where there is one: it syncs the appended bytes and the file size, not the times.
+_SYNC = getattr(os, "fdatasync", os.fsync)
+
+
 def _fsync(descriptor: int) -> None:
     """Sync and close a duplicate descriptor (run in a thread: an fsync can take milliseconds)."""
     try:
-        os.fsync(descriptor)
+        _SYNC(descriptor)
     except OSError as error:
         if error.errno not in _NOT_SYNCABLE:
             raise
