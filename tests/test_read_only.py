@@ -16,7 +16,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from exchange import crypto
+from exchange import crypto, httpsig
 from exchange.client import ApiError
 from exchange.errors import LedgerProofError
 from exchange.examples import referral
@@ -201,6 +201,34 @@ async def test_a_full_database_disk_makes_the_server_read_only(quick: Deployment
         assert (await dsl.submit(sealed))["status"] == "delivered"
     _status, health = await _health(quick)
     assert health["status"] == "ok"
+
+
+async def test_signed_reads_go_on_while_the_store_cannot_be_written(quick: Deployment) -> None:
+    """A store that refuses every write (here SQLite's query_only) still answers signed reads, their
+    nonces held in memory (a replay is still refused), while a change gets 503 and /health says why."""
+    store = quick.server.app[CONTEXT].store
+    writer = store._writer  # type: ignore[attr-defined]
+    async with quick.client("school-dsl") as dsl:
+        await writer.execute("PRAGMA query_only = ON")
+        try:
+            assert (await dsl.me())["id"] == quick.credentials("school-dsl").member_id
+            assert await dsl.outbox() == []
+            with pytest.raises(ApiError) as refused:
+                await dsl.send(referral([quick.credentials("csc-duty").member_id or ""]))
+            assert refused.value.http_status == 503
+            assert refused.value.problem_code.startswith("read_only")
+            _status, health = await _health(quick)
+            assert (health["status"], health["read_only"]["cause"]) == ("read_only", "store")
+            signed = httpsig.sign_request("GET", quick.url + "/v1/me", b"", dsl.credentials.signing)
+            async with aiohttp.ClientSession() as session:
+                async with session.get(quick.url + "/v1/me", headers=signed) as first:
+                    assert first.status == 200
+                async with session.get(quick.url + "/v1/me", headers=signed) as replay:
+                    assert replay.status == 401
+        finally:
+            await writer.execute("PRAGMA query_only = OFF")
+        await asyncio.sleep(0.25)
+        assert (await dsl.send(referral([quick.credentials("csc-duty").member_id or ""])))["status"] == "delivered"
 
 
 # --------------------------------------------------------------------------- the verifier and the log

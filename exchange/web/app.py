@@ -27,7 +27,14 @@ from exchange.web import (
     request_handlers,
     subject_handlers,
 )
-from exchange.web.auth import RATE_LIMITER, _RateLimiter, auth_middleware, request_id_middleware
+from exchange.web.auth import (
+    HELD_NONCES,
+    RATE_LIMITER,
+    HeldNonces,
+    _RateLimiter,
+    auth_middleware,
+    request_id_middleware,
+)
 from exchange.web.keys import CONFIG, CONTEXT, RECORD
 from exchange.web.limits import IN_FLIGHT, InFlight, capacity_middleware
 from exchange.web.problems import problem_middleware
@@ -44,6 +51,7 @@ def build_app(
     )
     app[CONFIG] = config
     app[RATE_LIMITER] = _RateLimiter(config.rate_limit_per_minute)
+    app[HELD_NONCES] = HeldNonces()
     app[IN_FLIGHT] = InFlight(config.max_concurrent_requests)
 
     async def resources(app: web.Application) -> AsyncIterator[None]:

@@ -26,7 +26,7 @@ from aiohttp.typedefs import Handler
 
 from exchange import httpsig
 from exchange.domain import iso, utc_now
-from exchange.errors import AuthenticationFailed, InvalidRequest, RateLimited, RequestTimeout
+from exchange.errors import AuthenticationFailed, InvalidRequest, RateLimited, ReadOnly, RequestTimeout
 from exchange.service.directory import actor_for_key
 from exchange.web.keys import ACTOR, BODY, CONFIG, CONTEXT, RECORD, REQUEST_ID
 
@@ -57,6 +57,34 @@ class _RateLimiter:
 
 
 RATE_LIMITER = web.AppKey("rate_limiter", _RateLimiter)
+
+
+class HeldNonces:
+    """Nonces remembered in memory while the store cannot be written (a full disk): reads go on.
+
+    A read-only exchange still answers reads, and a signed read still needs its nonce remembered so
+    it cannot be replayed; when the store refuses the nonce's write, this instance holds it until its
+    signature could no longer be accepted anyway. (A restart in that window forgets them: a replay
+    then gets one more read answered, never a change, since every change needs the store.)
+    """
+
+    def __init__(self) -> None:
+        self._expires: dict[tuple[str, str], float] = {}
+
+    def seen(self, key_id: str, nonce: str) -> bool:
+        return self._expires.get((key_id, nonce), 0.0) > time.monotonic()
+
+    def remember(self, key_id: str, nonce: str, for_seconds: float) -> bool:
+        now = time.monotonic()
+        if len(self._expires) > 10_000:
+            self._expires = {k: v for k, v in self._expires.items() if v > now}
+        if self.seen(key_id, nonce):
+            return False
+        self._expires[(key_id, nonce)] = now + for_seconds
+        return True
+
+
+HELD_NONCES = web.AppKey("held_nonces", HeldNonces)
 
 
 @web.middleware
@@ -137,16 +165,22 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
     # and so cannot slow every other member's requests.
     request.app[RATE_LIMITER].check(actor.member_id)
     # A captured request replayed whole is refused here, before its body is read: a read, no write.
-    if await ctx.store.nonce_seen(params.key_id, params.nonce):
+    held = request.app[HELD_NONCES]
+    if held.seen(params.key_id, params.nonce) or await ctx.store.nonce_seen(params.key_id, params.nonce):
         raise AuthenticationFailed(_REPLAYED)
     body = await _read_body(request, config.body_read_timeout_seconds)
     httpsig.verify_content_digest(verified, body)
     request[BODY] = body
-    async with ctx.store.write() as tx:
-        # A nonce only needs remembering while its signature could still be accepted.
-        fresh = await tx.remember_nonce(params.key_id, params.nonce, iso(now + max_age + max_age))
-        if secrets.randbelow(64) == 0:
-            await tx.purge_nonces(iso(now))
+    try:
+        async with ctx.store.write() as tx:
+            # A nonce only needs remembering while its signature could still be accepted.
+            fresh = await tx.remember_nonce(params.key_id, params.nonce, iso(now + max_age + max_age))
+            if secrets.randbelow(64) == 0:
+                await tx.purge_nonces(iso(now))
+    except ReadOnly as error:
+        # The store cannot be written: the exchange is read-only (``/health`` says why), but reads go on.
+        ctx.writes.failed(error)
+        fresh = held.remember(params.key_id, params.nonce, 2 * max_age.total_seconds())
     if not fresh:
         raise AuthenticationFailed(_REPLAYED)
     request[ACTOR] = actor
