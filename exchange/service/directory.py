@@ -353,13 +353,21 @@ def _agency_entry(agency: Agency) -> dict[str, Any]:
     }
 
 
-def _member_entry(member: Member, keys: Iterable[MemberKey]) -> dict[str, Any]:
+def _member_json(member: Member, keys: list[dict[str, Any]]) -> dict[str, Any]:
     return {
         "id": member.id,
         "agency": member.agency_id,
         "display_name": member.display_name,
         "roles": sorted(r.value for r in member.roles),
-        "keys": [
+        "keys": keys,
+    }
+
+
+def _member_entry(member: Member, keys: Iterable[MemberKey]) -> dict[str, Any]:
+    """A directory entry: the member with their current public keys, what a sender seals to."""
+    return _member_json(
+        member,
+        [
             {
                 "key_id": k.key_id,
                 "use": k.use.value,
@@ -369,7 +377,7 @@ def _member_entry(member: Member, keys: Iterable[MemberKey]) -> dict[str, Any]:
             }
             for k in keys
         ],
-    }
+    )
 
 
 async def directory(
@@ -422,12 +430,10 @@ async def with_current_key(ctx: ServiceContext, members: Sequence[Member], use: 
 
 
 def describe_member(member: Member, keys: Iterable[MemberKey]) -> dict[str, Any]:
-    return {
-        "id": member.id,
-        "agency": member.agency_id,
-        "display_name": member.display_name,
-        "roles": sorted(r.value for r in member.roles),
-        "keys": [
+    """The member and every key of theirs with its validity (their own view, and a registration's answer)."""
+    return _member_json(
+        member,
+        [
             {
                 "key_id": k.key_id,
                 "use": k.use.value,
@@ -437,4 +443,4 @@ def describe_member(member: Member, keys: Iterable[MemberKey]) -> dict[str, Any]
             }
             for k in keys
         ],
-    }
+    )
