@@ -58,7 +58,11 @@ def iso(moment: datetime) -> str:
 
 
 def parse_iso(text: str) -> datetime:
-    moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    """An RFC 3339 time as an aware datetime (naive means UTC); raises ValueError if it is not one.
+
+    RFC 3339 section 5.6 allows a lowercase ``t`` and ``z``, which Python's parser does not.
+    """
+    moment = datetime.fromisoformat(text.upper().replace("Z", "+00:00"))
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
     return moment

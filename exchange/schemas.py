@@ -3,13 +3,18 @@
 jsonschema's own messages quote the offending value (``'Jane Smith' does not match ...``); a value
 in the wrong place may be exactly the personal data a manifest must not hold, and rejections are
 recorded, so every message here is built from the schema alone.
+
+``format`` is checked, not merely annotated: jsonschema checks a format only when the package that
+implements it is installed (``date-time`` needs ``rfc3339-validator``) and silently passes it otherwise.
+So every format a schema names must be one this checker can check, or loading the schema fails
+(:func:`preload`, run when the server starts).
 """
 
 from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -23,6 +28,11 @@ from exchange.errors import SchemaViolation
 
 #: The repository's ``schemas/`` folder (the package is installed editable beside it).
 SCHEMAS_DIR = Path(__file__).resolve().parents[1] / "schemas"
+
+#: The base of every schema's ``$id``: a ``$ref`` such as ``manifest.v1.json#/$defs/member_id`` resolves from it.
+BASE_URI = "https://safeguarding-exchange.example/schemas/"
+
+_FORMAT_CHECKER = Draft202012Validator.FORMAT_CHECKER
 
 
 @cache
@@ -38,10 +48,51 @@ def _registry() -> Registry:
 
 @cache
 def validator(name: str) -> Draft202012Validator:
-    """The validator for ``schemas/<name>.json``; the schema itself is checked first."""
+    """The validator for ``schemas/<name>.json``; the schema itself is checked first, formats included."""
     schema = json.loads((SCHEMAS_DIR / f"{name}.json").read_text(encoding="utf-8"))
+    return _checked_validator(schema, f"schemas/{name}.json")
+
+
+def fragment_validator(schema: Mapping[str, Any], *, where: str) -> Draft202012Validator:
+    """A validator for a schema that is part of another document (an OpenAPI parameter's).
+
+    Its ``$ref``s resolve beside the files in ``schemas/`` (``manifest.v1.json#/$defs/member_id``).
+    """
+    return _checked_validator({"$id": BASE_URI + "fragment", "allOf": [dict(schema)]}, where)
+
+
+def _checked_validator(schema: Mapping[str, Any], where: str) -> Draft202012Validator:
     Draft202012Validator.check_schema(schema)
-    return Draft202012Validator(schema, registry=_registry(), format_checker=Draft202012Validator.FORMAT_CHECKER)
+    unchecked = sorted(set(formats_named(schema)) - set(_FORMAT_CHECKER.checkers))
+    if unchecked:
+        # Fail closed: an unchecked format would pass anything (a not_after of "garbage" reached the code
+        # that parses it, and became a 500). date-time needs the rfc3339-validator package.
+        raise RuntimeError(f"{where} names formats this installation cannot check: {', '.join(unchecked)}.")
+    return Draft202012Validator(schema, registry=_registry(), format_checker=_FORMAT_CHECKER)
+
+
+def formats_named(schema: Any) -> Iterator[str]:
+    """Every ``format`` a schema (or schema fragment) names, wherever it is nested."""
+    if isinstance(schema, Mapping):
+        for keyword, value in schema.items():
+            if keyword == "format" and isinstance(value, str):
+                yield value
+            elif keyword in ("properties", "patternProperties", "$defs", "definitions") and isinstance(value, Mapping):
+                for sub in value.values():  # the keys here are names, not keywords
+                    yield from formats_named(sub)
+            else:
+                yield from formats_named(value)
+    elif isinstance(schema, list):
+        for item in schema:
+            yield from formats_named(item)
+
+
+def preload() -> None:
+    """Build every schema's validator now, so a schema that cannot be enforced stops the server from starting."""
+    for path in sorted(SCHEMAS_DIR.glob("*.json")):
+        document = json.loads(path.read_text(encoding="utf-8"))
+        if isinstance(document, dict) and "$schema" in document:  # the catalogue's data files are not schemas
+            validator(path.name.removesuffix(".json"))
 
 
 # A property name is repeated in a message only when it looks like one of our own codes.

@@ -7,7 +7,7 @@ from datetime import datetime
 
 from aiohttp import web
 
-from exchange import bootstrap
+from exchange import bootstrap, schemas
 from exchange.config import Config
 from exchange.domain import utc_now
 from exchange.policy import load_catalogue
@@ -45,6 +45,8 @@ def build_app(
     config: Config, *, clock: Callable[[], datetime] = utc_now, console: bool | None = None
 ) -> web.Application:
     """Build the application; the store, record and keys open when it starts and close when it stops."""
+    # A schema that cannot be enforced as written (a format no installed package checks) stops the start.
+    schemas.preload()
     app = web.Application(
         middlewares=[request_id_middleware, problem_middleware, host_middleware, capacity_middleware, auth_middleware],
         client_max_size=config.max_body_bytes,
