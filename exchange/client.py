@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import ssl
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -36,6 +37,8 @@ KEY_EVENT_WAIT_SECONDS = 5.0
 
 #: Members named in one directory look-up (the server takes up to 100).
 _LOOKUP_CHUNK = 100
+#: What a member id looks like (schemas/manifest.v1.json, member_id).
+_MEMBER_ID = re.compile(r"mem_[A-Za-z0-9]{8,64}")
 
 
 class ApiError(ExchangeError):
@@ -268,7 +271,8 @@ class ExchangeClient:
 
     async def lookup_members(self, member_ids: Sequence[str]) -> dict[str, Any]:
         """The directory's entries for these members only (id → entry); ids it does not list are absent."""
-        wanted = list(dict.fromkeys(member_ids))
+        # Only what has a member id's shape is asked for: nothing else can be listed, and the server refuses it.
+        wanted = [m for m in dict.fromkeys(member_ids) if _MEMBER_ID.fullmatch(m)]
         found: dict[str, Any] = {}
         for start in range(0, len(wanted), _LOOKUP_CHUNK):
             chunk = wanted[start : start + _LOOKUP_CHUNK]

@@ -36,6 +36,15 @@ class InvalidRequest(ExchangeError):
     title = "The request is not well formed"
 
 
+class InvalidQuery(InvalidRequest):
+    """A query parameter is unknown, repeated, or not of its documented shape (``schemas/openapi.v1.json``).
+
+    The detail names the parameter and the expected shape, never the value sent: a value in the wrong
+    place may be exactly what must not be repeated (a child's name typed into a filter). The code stays
+    ``request.invalid``; ``extras["parameter"]`` names the parameter when its name is one of ours.
+    """
+
+
 class SchemaViolation(ExchangeError):
     """A document does not match its JSON Schema in ``schemas/``."""
 

@@ -24,6 +24,11 @@ def _new_key() -> str:
     return crypto.b64encode(MemberCredentials.generate().signing.public_bytes)
 
 
+def _new_encryption_key() -> str:
+    """An encryption key: a member adds one with the request's own signature, no further proof."""
+    return crypto.b64encode(MemberCredentials.generate().encryption.public_bytes)
+
+
 @pytest.mark.parametrize("name", sorted(p.stem for p in schemas.SCHEMAS_DIR.glob("*.json")))
 def test_every_format_a_schema_names_is_one_that_is_checked(name: str) -> None:
     """Each ``format`` in schemas/ (date-time, date) has a checker installed, so none passes unchecked."""
@@ -64,7 +69,7 @@ async def test_a_key_whose_not_after_is_not_a_date_time_is_a_422_not_a_500(deplo
             await duty.request(
                 "POST",
                 f"/v1/members/{duty.member_id}/keys",
-                {"use": "signing", "public": _new_key(), "not_after": "garbage"},
+                {"use": "encryption", "public": _new_encryption_key(), "not_after": "garbage"},
             )
     assert refused.value.http_status == 422
     assert refused.value.problem["errors"] == [{"path": "/not_after", "message": "must be a valid date-time"}]
@@ -76,6 +81,6 @@ async def test_a_not_after_in_lowercase_rfc3339_is_accepted(deployment: Deployme
         added = await duty.request(
             "POST",
             f"/v1/members/{duty.member_id}/keys",
-            {"use": "signing", "public": _new_key(), "not_after": "2999-01-01t00:00:00z"},
+            {"use": "encryption", "public": _new_encryption_key(), "not_after": "2999-01-01t00:00:00z"},
         )
-    assert added["use"] == "signing"
+    assert added["use"] == "encryption"

@@ -14,11 +14,12 @@ import contextlib
 import json
 import time
 from collections.abc import AsyncGenerator, Mapping
+from datetime import UTC, datetime
 from typing import Any
 
-from exchange import crypto
+from exchange import crypto, schemas
 from exchange.domain import Actor, Event, Role, iso, parse_iso
-from exchange.errors import Forbidden, InvalidRequest, NotFound
+from exchange.errors import Forbidden, InvalidQuery, InvalidRequest, NotFound
 from exchange.ledger import export, tree
 from exchange.ledger.heads import TreeHead, sign_tree_head
 from exchange.service.context import ServiceContext
@@ -131,6 +132,59 @@ async def _record_read(ctx: ServiceContext, actor: Actor, what: str, params: Map
         )
 
 
+def checked_filters(filters: Mapping[str, Any]) -> dict[str, str]:
+    """The filters given (``None`` and empty ones dropped), each checked for its shape; times normalised to UTC.
+
+    Raises :class:`InvalidQuery` naming the filter, never repeating its value.
+    """
+    given = {name: value for name, value in filters.items() if value is not None and value != ""}
+    unknown = sorted(set(given) - set(_FILTER_FORMS))
+    if unknown:
+        raise InvalidQuery("The ledger can be filtered by " + ", ".join(_FILTER_FORMS) + " only.")
+    for name, value in given.items():
+        # A pattern's "$" also matches before a final newline (Python's re), so control characters are refused here.
+        if not isinstance(value, str) or not value.isprintable():
+            raise _bad_filter(name)
+    for error in schemas.schema_errors(given, schemas.validator("ledger-filters.v1")):
+        raise _bad_filter(error["path"].split("/")[1])
+    checked = dict(given)
+    for bound, beyond in (("since", datetime.min), ("until", datetime.max)):
+        if bound in checked:
+            checked[bound] = iso(_instant(bound, checked[bound], beyond.replace(tzinfo=UTC)))
+    return checked
+
+
+#: What each ledger filter must be, in words (the shapes are in schemas/ledger-filters.v1.json).
+_FILTER_FORMS = {
+    "type": "an event type, such as packet.delivered",
+    "agency": "an agency id (agy_...)",
+    "member": "a member id (mem_...)",
+    "packet": "a packet id (pkt_...)",
+    "since": "an RFC 3339 time (2025-03-01T09:00:00Z) or a date (2025-03-01)",
+    "until": "an RFC 3339 time (2025-03-01T09:00:00Z) or a date (2025-03-01)",
+}
+
+
+def _bad_filter(name: str) -> InvalidQuery:
+    return InvalidQuery(f"The ledger filter {name!r} must be {_FILTER_FORMS[name]}.", extras={"parameter": name})
+
+
+def _instant(name: str, text: str, beyond: datetime) -> datetime:
+    """The UTC instant of an RFC 3339 time or a date (its midnight UTC) whose form is already checked.
+
+    A time whose offset takes it outside years 1 to 9999 in UTC (``0001-01-01T00:00:00+01:00``) bounds
+    nothing: it is before (or after) every entry, so it stands for the earliest (or latest) instant.
+    """
+    try:
+        moment = parse_iso(text if len(text) > 10 else text + "T00:00:00Z")
+    except ValueError:
+        raise _bad_filter(name) from None
+    try:
+        return moment.astimezone(UTC)
+    except OverflowError:
+        return beyond
+
+
 async def head_or_404(ctx: ServiceContext, size: int | None) -> TreeHead:
     head = await (ctx.store.latest_tree_head() if size is None else ctx.store.tree_head(size))
     if head is None:
@@ -148,16 +202,15 @@ async def latest_head(ctx: ServiceContext, actor: Actor) -> dict[str, Any]:
 async def entries(
     ctx: ServiceContext, actor: Actor, filters: Mapping[str, Any], start: int, limit: int
 ) -> dict[str, Any]:
-    """Entries from ``start`` matching the filters (time, type, agency, member, packet), paged."""
+    """Entries from ``start`` matching the filters (time, type, agency, member, packet), paged.
+
+    The filters are checked against ``schemas/ledger-filters.v1.json`` before anything else: the read is
+    recorded in the ledger with them, and the permanent ledger must never hold free text a caller typed.
+    Raises :class:`InvalidQuery` (400) for an unknown filter or a value not of its shape.
+    """
     _require_auditor(actor)
-    for bound in ("since", "until"):
-        if filters.get(bound):
-            try:
-                filters = dict(filters) | {bound: iso(parse_iso(str(filters[bound])))}
-            except ValueError:
-                raise InvalidRequest(f"'{bound}' must be an RFC 3339 time.") from None
-    await _record_read(ctx, actor, "entries", dict(filters) | {"start": start, "limit": limit})
-    wanted = {k: str(v) for k, v in filters.items() if v}
+    wanted = checked_filters(filters)
+    await _record_read(ctx, actor, "entries", wanted | {"start": start, "limit": limit})
     rows = await ctx.store.search_ledger(wanted, start, limit + 1)
     found = [{"seq": seq, "leaf_hash": leaf.hex(), "entry": json.loads(entry)} for seq, entry, leaf in rows[:limit]]
     next_start = rows[limit][0] if len(rows) > limit else None

@@ -17,6 +17,9 @@ from typing import Any, TypeVar
 from exchange.domain import Page
 from exchange.errors import InvalidRequest
 
+#: The longest cursor accepted (schemas/openapi.v1.json says the same).
+MAX_CURSOR = 512
+
 T = TypeVar("T")
 E = TypeVar("E", bound=StrEnum)
 
@@ -30,10 +33,14 @@ def decode(cursor: str | None) -> Page | None:
     """The position a cursor names; a cursor not made by :func:`encode` is a 400."""
     if not cursor:
         return None
+    # A cursor this server gives out is under 200 characters; a long one could nest JSON deep enough to
+    # exhaust the parser (RecursionError, a 500, before this check).
+    if len(cursor) > MAX_CURSOR:
+        raise InvalidRequest("The cursor is not one this server gave out; start again without it.")
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
         created, item_id = json.loads(raw)
-    except (binascii.Error, ValueError, TypeError):
+    except (binascii.Error, ValueError, TypeError, RecursionError):
         raise InvalidRequest("The cursor is not one this server gave out; start again without it.") from None
     if not isinstance(created, str) or not isinstance(item_id, str):
         raise InvalidRequest("The cursor is not one this server gave out; start again without it.")
@@ -48,9 +55,9 @@ def states(text: str | None, kind: type[E], *, what: str = "state") -> frozenset
         return None
     wanted = [part.strip() for part in text.split(",") if part.strip()]
     known = {member.value: member for member in kind}
-    unknown = [w for w in wanted if w not in known]
-    if unknown:
-        raise InvalidRequest(f"Unknown {what} {', '.join(unknown)}; use any of: {', '.join(known)}.")
+    if any(w not in known for w in wanted):
+        # The unknown text is not repeated: a filter is no place for it, and problems may be logged.
+        raise InvalidRequest(f"Unknown {what}; use any of: {', '.join(known)}.")
     return frozenset(known[w] for w in wanted)
 
 

@@ -23,6 +23,7 @@ from exchange.web import (
     key_handlers,
     ledger_handlers,
     loop_handlers,
+    query,
     recall_handlers,
     request_handlers,
     subject_handlers,
@@ -38,6 +39,7 @@ from exchange.web.auth import (
 from exchange.web.keys import CONFIG, CONTEXT, RECORD
 from exchange.web.limits import IN_FLIGHT, InFlight, capacity_middleware
 from exchange.web.problems import problem_middleware
+from exchange.web.query import query_middleware
 from exchange.web.transport import host_middleware
 
 
@@ -47,8 +49,16 @@ def build_app(
     """Build the application; the store, record and keys open when it starts and close when it stops."""
     # A schema that cannot be enforced as written (a format no installed package checks) stops the start.
     schemas.preload()
+    query.documented()
     app = web.Application(
-        middlewares=[request_id_middleware, problem_middleware, host_middleware, capacity_middleware, auth_middleware],
+        middlewares=[
+            request_id_middleware,
+            problem_middleware,
+            host_middleware,
+            capacity_middleware,
+            auth_middleware,
+            query_middleware,
+        ],
         client_max_size=config.max_body_bytes,
     )
     app[CONFIG] = config
