@@ -89,6 +89,12 @@ async def test_a_recorded_read_holds_only_checked_and_normalised_filters(deploym
     assert recorded == [{"agency": agency, **times, "start": 0, "limit": 100}]
 
 
+async def test_health_answers_whatever_its_query(deployment: Deployment) -> None:
+    """/health reads no parameter; a monitor's cache-buster (``?_=123``) still gets the service's health."""
+    async with deployment.client("csc-duty") as client:
+        assert (await client.request("GET", "/health?_=123", signed=False))["status"] == "ok"
+
+
 def test_the_ledger_service_checks_its_filters_whoever_calls_it() -> None:
     """The shapes are checked in the service too, before the read is recorded, not only by the web layer."""
     assert checked_filters({"type": "packet.delivered", "member": None, "agency": ""}) == {"type": "packet.delivered"}
