@@ -144,6 +144,12 @@ async def test_a_number_must_be_written_in_plain_digits(deployment: Deployment, 
     assert (error.http_status, error.problem["parameter"]) == (400, "limit")
 
 
+async def test_a_ledger_position_in_the_path_is_ascii_digits(deployment: Deployment) -> None:
+    """``/v1/ledger/receipts/٣`` (an Arabic-Indic three) matched the route's ``\\d`` and read as entry 3; now 404."""
+    error = await _refused(deployment, "auditor", "/v1/ledger/receipts/%D9%A3")
+    assert error.http_status == 404
+
+
 async def test_a_deeply_nested_cursor_is_a_400_not_a_500(deployment: Deployment) -> None:
     """Found by fuzzing: a cursor decoding to 1,500 nested lists made the JSON parser recurse out (500)."""
     cursor = base64.urlsafe_b64encode(b"[" * 1500).decode().rstrip("=")

@@ -73,5 +73,5 @@ def routes() -> list[web.RouteDef]:
         web.get("/v1/ledger/proof/inclusion", inclusion),
         web.get("/v1/ledger/proof/consistency", consistency),
         web.get("/v1/ledger/export", export),
-        web.get(r"/v1/ledger/receipts/{seq:\d{1,15}}", receipt),
+        web.get(r"/v1/ledger/receipts/{seq:[0-9]{1,15}}", receipt),  # ASCII digits: \d also matches ٣
     ]
