@@ -42,7 +42,7 @@ from hypothesis import strategies as st
 from schemathesis import checks
 from schemathesis.config import SchemathesisConfig
 
-from exchange import crypto, httpsig, policy
+from exchange import crypto, httpsig, policy, statements
 from exchange.errors import ExchangeError
 from exchange.examples import referral, referral_without_consent
 from exchange.keyfile import MemberCredentials
@@ -244,7 +244,8 @@ def _seal(case: schemathesis.Case[Any], signer: str, pick: int, live: _Live) -> 
 
 
 def _real_keys(case: schemathesis.Case[Any], signer: str, live: _Live) -> None:
-    """Give a generated registration or new key real public keys (and the admin's agency), so it gets that far."""
+    """Give a generated registration or new key real public keys with their proofs of possession (and the
+    admin's agency), so it gets as far as the checks behind them; the rest stays as generated."""
     body: Any = case.body
     if not isinstance(body, dict):
         return
@@ -254,8 +255,15 @@ def _real_keys(case: schemathesis.Case[Any], signer: str, live: _Live) -> None:
     for name, use in (("signing_key", "signing"), ("encryption_key", "encryption")):
         if isinstance(body.get(name), dict) and "public" in body[name]:
             repaired[name] = body[name] | {"public": crypto.b64encode(public[use])}
+    if "proof" in body and "signing_key" in body:  # a registration: the new member's own signature
+        enrolment = statements.enrolment_statement(fresh.signing.key_id, fresh.encryption.key_id)
+        repaired["proof"] = crypto.b64encode(fresh.signing.sign(enrolment))
     if isinstance(body.get("use"), str) and body["use"] in public and "public" in body:
         repaired["public"] = crypto.b64encode(public[body["use"]])
+        member = (case.path_parameters or {}).get("member_id")
+        if "proof" in body and body["use"] == "signing" and isinstance(member, str):
+            statement = statements.new_key_statement(member, fresh.signing.key_id, "signing")
+            repaired["proof"] = crypto.b64encode(fresh.signing.sign(statement))
     if "agency" in body:
         repaired["agency"] = live.credentials[signer].agency_id
     case.body = repaired  # assigned, not edited in place, so schemathesis judges the case as it is sent
