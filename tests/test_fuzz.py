@@ -33,6 +33,7 @@ from collections.abc import Coroutine, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
 import pytest
 import requests
@@ -68,6 +69,9 @@ SIGNERS = (
 )
 
 T = TypeVar("T")
+
+#: aiohttp's longest request target (8190 bytes): beyond it the parser answers 400 itself, in text/plain.
+_HTTP_LINE_LIMIT = 8190
 
 #: Who is most likely allowed to call each part of the API; a request goes from them three times in four,
 #: so most get past authorisation to the code behind it (the rest are from anybody, or nobody).
@@ -338,6 +342,12 @@ def test_no_generated_request_gets_a_5xx_or_an_undocumented_answer(
     response = case.call(base_url=live.deployment.url, auth=auth, timeout=30)
     live.statuses[(f"{case.method} {case.path}", response.status_code)] += 1
     assert response.status_code < 500, response.text[:500]
+    target = urlsplit(response.request.url)
+    if len(target.path) + len(target.query) + 1 > _HTTP_LINE_LIMIT:
+        # Found by the long run: the document allows 100 member ids of up to 68 characters, a request line
+        # the HTTP parser refuses itself (400, text/plain, as the document's info says); nothing else to check.
+        assert response.status_code == 400
+        return
     if signer is None:
         assert response.status_code == 401 or case.path == "/health", "an unsigned request was not refused"
     else:

@@ -94,8 +94,8 @@ def check_query(method: str, path_template: str, query: Sequence[tuple[str, str]
                 raise _invalid(parameter.name, "is required here")
             continue
         values = given[parameter.name]
-        if parameter.array:
-            _check(parameter, [part for value in values for part in value.split(",") if part])
+        if parameter.array:  # an empty item (member=, or a,,b) is refused too: it names nothing
+            _check(parameter, [part for value in values for part in value.split(",")])
         else:
             _check(parameter, values[0])
 
