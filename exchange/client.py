@@ -407,10 +407,13 @@ class ExchangeClient:
     async def key_history(self, member_id: str) -> KeyHistory:
         """``member_id``'s keys as the signed ledger records them, every proof verified here (and the head
         checked against the one this client verified before, which it then remembers)."""
-        since = f"?since={self.trust.head.size}" if self.trust.head is not None else ""
-        answer = await self.request("GET", f"/v1/members/{quote(member_id, safe='')}/key-history{since}")
-        history = check_key_history(answer, member_id, self.trust)
-        self.trust.save()
+        # One check at a time per trust state: each asks for consistency from the head the one before it
+        # verified, so concurrent sends never judge a proof against a head it was not made from.
+        async with self.trust.lock:
+            since = f"?since={self.trust.head.size}" if self.trust.head is not None else ""
+            answer = await self.request("GET", f"/v1/members/{quote(member_id, safe='')}/key-history{since}")
+            history = check_key_history(answer, member_id, self.trust)
+            self.trust.save()
         return history
 
     async def check_recipient_keys(self, recipients: Sequence[crypto.Recipient]) -> None:

@@ -15,6 +15,7 @@ noticed through the directory, which stops listing the key).
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -67,6 +68,8 @@ class TrustState:
     #: ``key_id`` → ``member``: keys already found in the ledger for that member (and not revoked then).
     checked: dict[str, str] = field(default_factory=dict)
     path: Path | None = None
+    #: Held while a check reads and advances ``head``: the next check must ask from the head this one kept.
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock, repr=False, compare=False)
 
     @classmethod
     def load(cls, path: Path) -> TrustState:

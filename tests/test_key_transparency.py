@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from pathlib import Path
 
@@ -96,6 +97,18 @@ async def test_attack_a_rewound_ledger_is_refused(deployment: Deployment, tmp_pa
     async with ExchangeClient(deployment.url, deployment.credentials("school-dsl"), trust=trust) as client:
         with pytest.raises(LedgerProofError, match="rewound"):
             await client.key_history(deployment.credentials("csc-duty").member_id or "")
+
+
+async def test_race_concurrent_key_checks_while_the_ledger_grows(deployment: Deployment) -> None:
+    """Key histories fetched at once by one client, while the ledger grows, all verify: each asks for
+    consistency from the head the previous one kept (a race once judged a proof against a newer head)."""
+    members = [deployment.credentials(label).member_id or "" for label in ("csc-duty", "csc-manager", "school-head")]
+    async with deployment.client("school-dsl") as dsl, deployment.client("csc-duty") as writer:
+        for _ in range(12):
+            checks = [dsl.key_history(members[i % 3]) for i in range(6)]
+            _, *histories = await asyncio.gather(writer.send(referral([members[1]])), *checks)
+            assert all(len(history.keys) == 2 for history in histories)
+            await asyncio.sleep(0.03)
 
 
 async def test_key_history_of_an_unknown_member_is_404(deployment: Deployment) -> None:
