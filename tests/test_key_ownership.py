@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from exchange import bootstrap, crypto
+from exchange import bootstrap, crypto, statements
 from exchange.client import ApiError, ExchangeClient
 from exchange.keyfile import MemberCredentials
 from tests.conftest import Deployment
@@ -97,3 +97,19 @@ async def test_operator_registers_an_auditor_offline(deployment: Deployment, tmp
     async with ExchangeClient(deployment.url, newcomer) as client:
         me = await client.me()
     assert me["roles"] == ["auditor"]
+
+
+async def test_a_keys_not_after_is_stored_in_utc(deployment: Deployment) -> None:
+    """A not_after sent with an offset is stored (and shown) as the same moment in UTC."""
+    fresh = crypto.SigningKey.generate()
+    async with deployment.client("csc-duty") as client:
+        statement = statements.new_key_statement(client.member_id, fresh.key_id, "signing")
+        document = {
+            "use": "signing",
+            "public": crypto.b64encode(fresh.public_bytes),
+            "proof": crypto.b64encode(fresh.sign(statement)),
+            "not_after": "2099-01-01t01:30:00+01:30",
+        }
+        await client.request("POST", f"/v1/members/{client.member_id}/keys", document)
+        keys = {k["key_id"]: k for k in (await client.me())["keys"]}
+    assert keys[fresh.key_id]["not_after"] == "2099-01-01T00:00:00.000Z"

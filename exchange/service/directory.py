@@ -48,9 +48,17 @@ def _make_key(member_id: str, use: KeyUse, public: bytes, now: datetime, not_aft
         key_id = crypto.check_signing_public_key(public)
     else:
         key_id = crypto.check_encryption_public_key(public)
-    if not_after is not None and parse_iso(not_after) <= now:
-        raise InvalidRequest("A key's validity must end in the future.")
-    return MemberKey(key_id, member_id, use, public, iso(now), not_after, None, iso(now))
+    ends: str | None = None
+    if not_after is not None:
+        try:
+            # Stored in the one form every stored time has (UTC, "Z"), so times compare as they read.
+            moment = parse_iso(not_after)
+            ends = iso(moment)
+        except (ValueError, OverflowError):
+            raise InvalidRequest("A key's not_after must be an RFC 3339 time such as 2027-03-31T17:00:00Z.") from None
+        if moment <= now:
+            raise InvalidRequest("A key's validity must end in the future.")
+    return MemberKey(key_id, member_id, use, public, iso(now), ends, None, iso(now))
 
 
 async def create_agency(ctx: ServiceContext, name: str, kind: str) -> Agency:
