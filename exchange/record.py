@@ -127,6 +127,24 @@ def _fault_of(error: OSError) -> Fault:
 _SYNC = getattr(os, "fdatasync", os.fsync)
 
 
+def _fsync_all(descriptors: Sequence[int]) -> None:
+    """Sync each distinct file among ``descriptors`` once, and close them all (run in a thread)."""
+    synced: set[tuple[int, int]] = set()
+    try:
+        for descriptor in descriptors:
+            status = os.fstat(descriptor)
+            if (status.st_dev, status.st_ino) not in synced:
+                synced.add((status.st_dev, status.st_ino))
+                try:
+                    _SYNC(descriptor)
+                except OSError as error:
+                    if error.errno not in _NOT_SYNCABLE:
+                        raise
+    finally:
+        for descriptor in descriptors:
+            os.close(descriptor)
+
+
 def _fsync(descriptor: int) -> None:
     """Sync and close a duplicate descriptor (run in a thread: an fsync can take milliseconds)."""
     try:
@@ -242,6 +260,8 @@ class Record:
         self._sink = _Sink(path)
         #: Why the record log cannot be written, or None while it can (see the module text).
         self.fault: Fault | None = None
+        #: Duplicates of the descriptors written to since the last :meth:`sync`.
+        self._unsynced: list[int] = []
         if console is None:
             console = sys.stderr.isatty()
         self._console = structlog.dev.ConsoleRenderer(colors=True) if console else None
@@ -288,21 +308,37 @@ class Record:
         line.update(fields)
         return dict(_scrub(None, "info", line))
 
-    async def write_durably(self, lines: Sequence[tuple[str, Mapping[str, Any]]]) -> None:
-        """Write ledger lines (event, fields) in one append and fsync them; raise ReadOnly if that fails.
+    def append(self, lines: Sequence[tuple[str, Mapping[str, Any]]]) -> None:
+        """Write ledger lines (event, fields) in one append, not yet synced; raise ReadOnly if that fails.
 
-        Called before the change they record commits: if this raises, the change must roll back.
+        Called inside the change they record; :meth:`sync` runs before the commit (once for every change
+        that commits together), so the lines are durable before the change is.
         """
         rendered = [self._line(event, fields) for event, fields in lines]
         data = b"".join(str(self._json(None, "info", line)).encode("utf-8") + b"\n" for line in rendered)
         try:
             descriptor = self._sink.write(data)
-            await asyncio.to_thread(_fsync, os.dup(descriptor))
+            self._unsynced.append(os.dup(descriptor))
+        except OSError as error:
+            raise self._failed(error).error() from None
+        for line in rendered:
+            self._echo(line)
+
+    async def sync(self) -> None:
+        """Make every appended line durable (one fsync per file written since the last sync); ReadOnly if not."""
+        pending, self._unsynced = self._unsynced, []
+        if not pending:
+            return
+        try:
+            await asyncio.to_thread(_fsync_all, pending)
         except OSError as error:
             raise self._failed(error).error() from None
         self.fault = None
-        for line in rendered:
-            self._echo(line)
+
+    async def write_durably(self, lines: Sequence[tuple[str, Mapping[str, Any]]]) -> None:
+        """Append lines and sync them at once; raise ReadOnly if that fails."""
+        self.append(lines)
+        await self.sync()
 
     def mark(self, event: str, **fields: Any) -> None:
         """A best-effort line after the fact (``ledger.committed`` / ``ledger.rolled_back``)."""

@@ -125,6 +125,7 @@ def json_pointer(parts: Any) -> str:
 
 #: The compiled twin of each validator, by identity (validators are built once and kept for good).
 _COMPILED: dict[int, tuple[Validator, Any]] = {}
+_COMPILED_LIMIT = 256
 
 
 def compiled(validator: Validator) -> Any:
@@ -146,6 +147,8 @@ def compiled(validator: Validator) -> Any:
         validate_formats=validator.format_checker is not None,
         ignore_unknown_formats=False,
     )
+    if len(_COMPILED) >= _COMPILED_LIMIT:  # a caller building validators afresh must not grow this for ever
+        del _COMPILED[next(iter(_COMPILED))]
     _COMPILED[id(validator)] = (validator, twin)
     return twin
 

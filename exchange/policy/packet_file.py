@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from datetime import datetime
+from functools import cache
 from typing import Any, NamedTuple
 
 from exchange.crypto import b64encode, digest_text
@@ -88,13 +89,18 @@ def load_packet_file(document: Any, catalogue: Catalogue | None = None) -> dict[
     if catalogue is not None:
         check_document(cleaned, catalogue.packet_file_validator, what="packet file")
     else:
-        manifest_validator = project_validator("manifest.v1")
-        schema = manifest_validator.schema
-        manifest_id = str(schema["$id"]) if isinstance(schema, Mapping) else MANIFEST_SCHEMA_FILE
-        # Same registry, so the packet file's references into the manifest schema resolve.
-        packet_validator = manifest_validator.evolve(schema=packet_file_schema(manifest_id))
-        check_document(cleaned, packet_validator, what="packet file")
+        check_document(cleaned, _project_packet_file_validator(), what="packet file")
     return cleaned
+
+
+@cache
+def _project_packet_file_validator() -> Any:
+    """The packet file's validator over the project's manifest schema, built (and compiled) once."""
+    manifest_validator = project_validator("manifest.v1")
+    schema = manifest_validator.schema
+    manifest_id = str(schema["$id"]) if isinstance(schema, Mapping) else MANIFEST_SCHEMA_FILE
+    # Same registry, so the packet file's references into the manifest schema resolve.
+    return manifest_validator.evolve(schema=packet_file_schema(manifest_id))
 
 
 def manifest_parts_from_packet_file(

@@ -152,7 +152,10 @@ class ServiceContext:
                 change = Change(tx, now)
                 yield change
                 if change.receipts:
-                    await self.record.write_durably([_ledger_line(change.txn, *item) for item in change.receipts])
+                    # Appended now, synced once before the commit that makes the change durable (shared by
+                    # every change committed with it): the record never lacks a committed entry.
+                    self.record.append([_ledger_line(change.txn, *item) for item in change.receipts])
+                    tx.before_commit(self.record.sync)
                     logged = change
         except BaseException as error:
             if isinstance(error, ReadOnly):

@@ -9,7 +9,7 @@ change commit or roll back together.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from typing import Any, Literal
 
@@ -37,6 +37,11 @@ RequestRole = Literal["sent", "received", "all"]
 
 class Transaction(ABC):
     """Writes within one transaction. Reads here see the transaction's own changes."""
+
+    @abstractmethod
+    def before_commit(self, action: Callable[[], Awaitable[None]]) -> None:
+        """Run ``action`` just before this change commits (once, however many changes commit together and
+        register it); if it raises, nothing commits and every change that would have fails with its error."""
 
     # -- directory
     @abstractmethod

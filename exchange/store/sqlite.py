@@ -11,8 +11,9 @@ import base64
 import contextlib
 import json
 import sqlite3
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +39,7 @@ from exchange.domain import (
     SealedNote,
     ShareDecision,
 )
-from exchange.errors import Conflict, DiskFull, KeyInUse, StateChanged, StoreUnavailable, StoreUnwritable
+from exchange.errors import Conflict, DiskFull, KeyInUse, ReadOnly, StateChanged, StoreUnavailable, StoreUnwritable
 from exchange.ledger import merkle, tree
 from exchange.ledger.heads import TreeHead
 from exchange.ledger.index import entry_refs
@@ -343,8 +344,13 @@ class _Prefixed:
 
 
 class _SqliteTransaction(Transaction):
-    def __init__(self, db: aiosqlite.Connection) -> None:
+    def __init__(self, db: aiosqlite.Connection, group: _Group) -> None:
         self._db = db
+        self._group = group
+
+    def before_commit(self, action: Callable[[], Awaitable[None]]) -> None:
+        if action not in self._group.before_commit:
+            self._group.before_commit.append(action)
 
     async def insert_agency(self, agency: Agency) -> None:
         await self._db.execute(
@@ -789,6 +795,20 @@ class _SqliteTransaction(Transaction):
         )
 
 
+#: At most this many changes share one commit, so a steady stream of writers still commits often.
+GROUP_COMMIT_LIMIT = 64
+
+
+@dataclass
+class _Group:
+    """Changes sharing one SQLite transaction; ``committed`` resolves when it is durable (or failed)."""
+
+    committed: asyncio.Future[None]
+    members: int = 0
+    #: What must succeed before the COMMIT (the record log's sync), registered by the changes.
+    before_commit: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+
+
 class SqliteStore(Store):
     """SQLite store; open with :meth:`open`."""
 
@@ -797,6 +817,9 @@ class SqliteStore(Store):
         self._writer = writer
         self._reader = reader
         self._lock = asyncio.Lock()
+        #: Writers waiting for the lock, and the transaction they will join (group commit; see write()).
+        self._waiting = 0
+        self._group: _Group | None = None
 
     @classmethod
     async def open(cls, path: Path) -> SqliteStore:
@@ -822,30 +845,87 @@ class SqliteStore(Store):
 
     @asynccontextmanager
     async def write(self) -> AsyncIterator[_SqliteTransaction]:
-        """One write transaction; a full disk or an unwritable file raises ReadOnly (503), not a 500.
+        """One write transaction, durable when this returns; a full disk or an unwritable file raises
+        ReadOnly (503), not a 500.
 
-        A failed COMMIT is rolled back explicitly: SQLite may leave the transaction open after one,
-        and the next BEGIN would then fail.
+        Group commit: while other writers are waiting, the next one continues the same SQLite
+        transaction inside a savepoint of its own, and the last of them (or the
+        :data:`GROUP_COMMIT_LIMIT`-th) commits for all, so many changes share one fsync. Each
+        caller still returns only after the commit that makes its change durable, and a change that
+        fails is rolled back to its savepoint alone. With nobody waiting this is one transaction per
+        change, as before. A failed COMMIT fails every change of the group, rolled back explicitly:
+        SQLite may leave the transaction open after one, and the next BEGIN would then fail.
         """
-        async with self._lock:
+        self._waiting += 1
+        try:
+            await self._lock.acquire()
+        finally:
+            self._waiting -= 1
+        group = self._group
+        try:
+            if group is None:
+                try:
+                    await self._writer.execute("BEGIN IMMEDIATE")
+                except sqlite3.Error as exc:
+                    _raise_unwritable(exc)
+                    raise
+                group = self._group = _Group(asyncio.get_running_loop().create_future())
+            await self._writer.execute("SAVEPOINT change")
             try:
-                await self._writer.execute("BEGIN IMMEDIATE")
-            except sqlite3.Error as exc:
-                _raise_unwritable(exc)
-                raise
-            try:
-                yield _SqliteTransaction(self._writer)
+                yield _SqliteTransaction(self._writer, group)
             except BaseException as exc:
-                await self._rollback()
+                await self._undo_savepoint(group)
                 if isinstance(exc, sqlite3.Error):
                     _raise_unwritable(exc)
                 raise
             try:
-                await self._writer.execute("COMMIT")
+                await self._writer.execute("RELEASE change")
             except sqlite3.Error as exc:
-                await self._rollback()
+                await self._undo_savepoint(group)
                 _raise_unwritable(exc)
                 raise
+            group.members += 1
+        finally:
+            if self._group is not None and (self._waiting == 0 or self._group.members >= GROUP_COMMIT_LIMIT):
+                await self._commit_group()
+            self._lock.release()
+        await asyncio.shield(group.committed)
+
+    async def _undo_savepoint(self, group: _Group) -> None:
+        """Undo one change of the group; if the transaction itself is gone, the whole group fails."""
+        try:
+            await self._writer.execute("ROLLBACK TO change")
+            await self._writer.execute("RELEASE change")
+        except sqlite3.Error:
+            await self._fail_group(group)
+
+    async def _commit_group(self) -> None:
+        group, self._group = self._group, None
+        assert group is not None
+        try:
+            for action in group.before_commit:
+                await action()
+            await self._writer.execute("COMMIT")
+        except Exception as exc:  # noqa: BLE001 - every change of the group learns why
+            await self._rollback()
+            error: BaseException = exc
+            if isinstance(exc, sqlite3.Error):
+                try:
+                    _raise_unwritable(exc)
+                except ReadOnly as unwritable:
+                    error = unwritable
+            group.committed.set_exception(error)
+            group.committed.exception()  # marked retrieved: a member may have been cancelled
+            return
+        group.committed.set_result(None)
+
+    async def _fail_group(self, group: _Group) -> None:
+        if self._group is group:
+            self._group = None
+        await self._rollback()
+        if not group.committed.done():
+            group.committed.set_exception(StoreUnwritable("The store lost a transaction; nothing in it was kept."))
+            group.committed.exception()
 
     async def _rollback(self) -> None:
         if self._writer.in_transaction:
