@@ -391,10 +391,12 @@ def seal_packet(
     return SealedPacket(full, signature, ciphertext, sealed, manifest_digest(full))
 
 
-def verify_manifest_signature(manifest: Mapping[str, Any], signature: bytes, sender_public: bytes) -> None:
-    """Check the sender's Ed25519 signature over the canonical manifest."""
+def verify_manifest_signature(
+    manifest: Mapping[str, Any], signature: bytes, sender_public: bytes, *, canonical: bytes | None = None
+) -> None:
+    """Check the sender's Ed25519 signature over the canonical manifest (``canonical``: its bytes, if made already)."""
     try:
-        verify_signature(sender_public, canonical_json(manifest), signature)
+        verify_signature(sender_public, canonical if canonical is not None else canonical_json(manifest), signature)
     except CryptoError:
         raise CryptoError("The sender's signature over the manifest does not verify.") from None
 

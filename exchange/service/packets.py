@@ -81,6 +81,8 @@ class _Checked:
     approval: dict[str, Any] | None
     #: Recipients whose roles never receive packets (a service rule, reported with the policy's).
     cannot_receive: tuple[str, ...]
+    #: The manifest's RFC 8785 bytes, made once: the signature, the digest and the stored copy all use them.
+    canonical: bytes
 
 
 async def submit(ctx: ServiceContext, actor: Actor, document: Any) -> SubmissionReceipt:
@@ -193,7 +195,8 @@ async def _check_submission(ctx: ServiceContext, actor: Actor, document: Any) ->
         ctx, sender["signing_key"], member_id=actor.member_id, use=KeyUse.SIGNING, what="The manifest"
     )
     signature = crypto.b64decode(document["signature"], what="manifest signature")
-    crypto.verify_manifest_signature(manifest, signature, sender_key.public_bytes)
+    canonical = crypto.canonical_json(manifest)
+    crypto.verify_manifest_signature(manifest, signature, sender_key.public_bytes, canonical=canonical)
 
     # Too many or duplicated recipients are sharing rules (recipient.cap_exceeded, recipient.duplicate):
     # the policy reports them with every other violation, so only the unique ones are looked up here.
@@ -221,12 +224,12 @@ async def _check_submission(ctx: ServiceContext, actor: Actor, document: Any) ->
     body = crypto.b64decode(document["body"], what="body")
     sealed = {m: crypto.b64decode(v, what="sealed key") for m, v in document["sealed_keys"].items()}
     crypto.check_content_digests(manifest, body, sealed)
-    digest = crypto.manifest_digest(manifest)
+    digest = crypto.digest_text(canonical)
 
     approval = document.get("approval")
     if approval is not None:
         await check_approval(ctx, actor.member_id, actor.agency_id, manifest["packet_id"], digest, approval)
-    return _Checked(manifest, digest, signature, body, sealed, agencies, approval, tuple(cannot_receive))
+    return _Checked(manifest, digest, signature, body, sealed, agencies, approval, tuple(cannot_receive), canonical)
 
 
 async def sharing_context(
@@ -341,7 +344,7 @@ async def _accept(ctx: ServiceContext, actor: Actor, checked: _Checked, decision
             id=manifest["packet_id"],
             sender_member=actor.member_id,
             sender_agency=actor.agency_id,
-            manifest=crypto.canonical_json(manifest),
+            manifest=checked.canonical,
             manifest_digest=checked.digest,
             signature=checked.signature,
             body=checked.body,
