@@ -24,6 +24,7 @@ from http_message_signatures import HTTPMessageSigner, MappingKeyResolver, algor
 
 from exchange import crypto, httpsig
 from exchange.crypto import SigningKey
+from exchange.examples import referral
 from tests.conftest import Deployment, start_deployment
 
 
@@ -277,6 +278,39 @@ async def test_a_replayed_request_is_refused_before_its_body_is_read(deployment:
         answer = await connection.response(within=3)
     assert answer is not None, "the server waited for the replay's body"
     assert (answer.status, "replayed" in answer.problem["detail"]) == (401, True)
+
+
+async def test_race_a_submission_and_its_replay_at_once_deliver_one_packet(deployment: Deployment) -> None:
+    """A submission's nonce is stored in the same commit as the packet: the same signed request sent
+    twice at once is delivered once, and the other copy is refused as a replay with nothing stored."""
+    duty = deployment.credentials("csc-duty").member_id or ""
+    async with deployment.client("school-dsl") as dsl:
+        sealed = await dsl.prepare(referral([duty]))
+        document = {
+            "manifest": sealed.manifest,
+            "signature": crypto.b64encode(sealed.signature),
+            "body": crypto.b64encode(sealed.body),
+            "sealed_keys": {m: crypto.b64encode(k) for m, k in sealed.sealed_keys.items()},
+        }
+        body = json.dumps(document).encode()
+        headers = signed(deployment, "school-dsl", "POST", "/v1/packets", body)
+        answers = await asyncio.gather(
+            *(exchange_raw(deployment, request_head("POST", "/v1/packets", headers) + body) for _ in range(4))
+        )
+        assert sorted(a.status for a in answers) == [201, 401, 401, 401]
+        assert len(await dsl.outbox()) == 1
+
+
+async def test_a_refused_change_still_stores_its_nonce(deployment: Deployment) -> None:
+    """A POST whose change is refused (nothing committed with it) has its nonce stored after its handler,
+    so the very same request is then refused as a replay."""
+    body = json.dumps({"reason": "no_longer_necessary"}).encode()
+    path = "/v1/packets/pkt_000000000000000000000000/recall"
+    headers = signed(deployment, "school-dsl", "POST", path, body)
+    first = await exchange_raw(deployment, request_head("POST", path, headers) + body)
+    assert first.status == 404
+    again = await exchange_raw(deployment, request_head("POST", path, headers) + body)
+    assert (again.status, "replayed" in again.problem["detail"]) == (401, True)
 
 
 # ---------------------------------------------------------------------------- no 5xx from the transport

@@ -30,6 +30,7 @@ from exchange.domain import Event, LedgerReceipt, iso, utc_now
 from exchange.errors import ReadOnly
 from exchange.policy import Catalogue
 from exchange.record import COMMITTED_EVENT, ROLLED_BACK_EVENT, Record
+from exchange.service import nonces
 from exchange.store import Store, Transaction
 
 if TYPE_CHECKING:
@@ -150,6 +151,7 @@ class ServiceContext:
             async with self.store.write() as tx:
                 await self.writes.before_change()
                 change = Change(tx, now)
+                nonce = await nonces.store_pending(tx)
                 yield change
                 if change.receipts:
                     # Appended now, synced once before the commit that makes the change durable (shared by
@@ -164,6 +166,8 @@ class ServiceContext:
                 self.record.mark(ROLLED_BACK_EVENT, txn=logged.txn, **_seqs(logged))
             raise
         self.writes.succeeded()
+        if nonce is not None:
+            nonce.stored = True
         if change.receipts:
             self.record.mark(COMMITTED_EVENT, txn=change.txn, **_seqs(change))
             self.ledger_grew.set()

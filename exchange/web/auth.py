@@ -8,7 +8,9 @@ refused here) → per-member rate limit (429) → the nonce is not one already s
 captured request replayed whole is refused unread) → only now is the body read, within
 ``body_read_timeout_seconds`` (else 408, and the in-flight slot is freed) → the body matches the
 signed Content-Digest → only now a durable write: the ``(keyid, nonce)`` pair is new (else it is a
-replay), so a refused request never costs a write.
+replay), so a refused request never costs a write. A GET stores it before its handler runs; a
+request that may change something stores it in the commit of its first change (one fsync, not
+two; ``exchange.service.nonces``), or after its handler if it changed nothing.
 Every authentication failure is a 401 (403 belongs to authorisation, decided later by the service).
 """
 
@@ -27,10 +29,12 @@ from aiohttp.typedefs import Handler
 from exchange import httpsig
 from exchange.domain import iso, utc_now
 from exchange.errors import AuthenticationFailed, InvalidRequest, RateLimited, ReadOnly, RequestTimeout
+from exchange.service import nonces
+from exchange.service.context import ServiceContext
 from exchange.service.directory import actor_for_key
 from exchange.web.keys import ACTOR, BODY, CONFIG, CONTEXT, RECORD, REQUEST_ID
 
-_REPLAYED = "This request was already received once (replayed nonce); sign it afresh."
+_REPLAYED = nonces.REPLAYED
 
 #: Paths anyone may call without signing: liveness only, and it reveals nothing.
 PUBLIC_PATHS = frozenset({"/health"})
@@ -171,17 +175,47 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
     body = await _read_body(request, config.body_read_timeout_seconds)
     httpsig.verify_content_digest(verified, body)
     request[BODY] = body
+    expires = iso(now + max_age + max_age)  # a nonce only needs remembering while its signature could be accepted
+    request[ACTOR] = actor
+    if request.method in _SAFE_METHODS:
+        await _remember(ctx, held, params.key_id, params.nonce, expires, max_age)
+        return await handler(request)
+    # A request that may change something stores its nonce in the commit of its first change
+    # (exchange.service.nonces): one fsync, not two. If it changes nothing, the nonce is stored after.
+    pending = nonces.PendingNonce(params.key_id, params.nonce, expires)
+    token = nonces.PENDING.set(pending)
+    try:
+        return await handler(request)
+    finally:
+        nonces.PENDING.reset(token)
+        if not pending.stored:
+            await _remember(ctx, held, params.key_id, params.nonce, expires, max_age, after=True)
+
+
+#: Methods that never change anything: their nonce is stored before the handler runs.
+_SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
+async def _remember(
+    ctx: ServiceContext,
+    held: HeldNonces,
+    key_id: str,
+    nonce: str,
+    expires: str,
+    max_age: timedelta,
+    *,
+    after: bool = False,
+) -> None:
+    """Store a request's nonce on its own; :class:`AuthenticationFailed` if it was used already, unless
+    ``after`` its handler ran (a request that changed nothing is then answered as it was)."""
     try:
         async with ctx.store.write() as tx:
-            # A nonce only needs remembering while its signature could still be accepted.
-            fresh = await tx.remember_nonce(params.key_id, params.nonce, iso(now + max_age + max_age))
+            fresh = await tx.remember_nonce(key_id, nonce, expires)
             if secrets.randbelow(64) == 0:
-                await tx.purge_nonces(iso(now))
+                await tx.purge_nonces(iso(utc_now()))
     except ReadOnly as error:
         # The store cannot be written: the exchange is read-only (``/health`` says why), but reads go on.
         ctx.writes.failed(error)
-        fresh = held.remember(params.key_id, params.nonce, 2 * max_age.total_seconds())
-    if not fresh:
+        fresh = held.remember(key_id, nonce, 2 * max_age.total_seconds())
+    if not fresh and not after:
         raise AuthenticationFailed(_REPLAYED)
-    request[ACTOR] = actor
-    return await handler(request)
