@@ -120,6 +120,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=Config.max_concurrent_requests,
         help="requests handled at once before 503 server.busy (default: %(default)s)",
     )
+    p.add_argument(
+        "--rate-limit-per-minute",
+        type=int,
+        default=Config.rate_limit_per_minute,
+        help="signed requests per member per minute before 429 (default: %(default)s)",
+    )
     p.add_argument("--seed-demo", action="store_true", help="on first run, create the demo directory")
     p.add_argument("--demo-keys-dir", type=Path, help="where demo members' key files go (default: KEYS/demo)")
     p.add_argument(
@@ -368,6 +374,8 @@ def _serve(args: argparse.Namespace) -> int:
         raise InvalidRequest("--demo-clock is for demonstrations only: it needs --seed-demo.")
     if args.deadline_check_seconds <= 0:
         raise InvalidRequest("--deadline-check-seconds must be more than 0.")
+    if args.rate_limit_per_minute < 1:
+        raise InvalidRequest("--rate-limit-per-minute must be at least 1.")
     config = config_from(
         args,
         host=args.host,
@@ -376,6 +384,7 @@ def _serve(args: argparse.Namespace) -> int:
         tls_key=args.tls_key,
         max_concurrent_requests=args.max_concurrent_requests,
         deadline_check_seconds=args.deadline_check_seconds,
+        rate_limit_per_minute=args.rate_limit_per_minute,
     )
     scheme = "https" if config.uses_tls else "http"
     url = f"{scheme}://{args.host}:{args.port}"
