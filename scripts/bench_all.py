@@ -177,10 +177,12 @@ def stop(process: subprocess.Popen[bytes] | None) -> None:
         process.wait()
 
 
-def cpu_seconds(pid: int) -> float:
-    """User plus system CPU time the process has used so far (``/proc/PID/stat``), in seconds."""
+def cpu_seconds(pid: int) -> tuple[float, float, float]:
+    """CPU time the process has used so far: user, system, and its main thread's (user + system), in seconds."""
+    tick = os.sysconf("SC_CLK_TCK")
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    main = Path(f"/proc/{pid}/task/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return int(fields[11]) / tick, int(fields[12]) / tick, (int(main[11]) + int(main[12])) / tick
 
 
 def memory_mb(pid: int) -> dict[str, float]:
@@ -348,7 +350,7 @@ class Bench:
             if process.wait() != 0:
                 raise SystemExit(f"{name}: the load generator failed (exit {process.returncode})")
             results.append(json.loads(out.read_text()))
-        server_cpu = cpu_seconds(pid) - server_cpu
+        user, system, main = (after - before for after, before in zip(cpu_seconds(pid), server_cpu, strict=True))
         latencies = [ms for r in results for ms in r["latencies_ms"]]
         elapsed = max(r["ended"] for r in results) - min(r["started"] for r in results)
         begun = sum(r["begun"] for r in results)
@@ -368,15 +370,22 @@ class Bench:
             "max_ms": round(max(latencies, default=float("nan")), 1),
             "seconds": round(elapsed, 2),
             # Cores busy: the server (or floor) process, and the load generators.
-            "server_cores": round(server_cpu / elapsed, 2) if elapsed > 0 else 0.0,
+            "server_cores": round((user + system) / elapsed, 2) if elapsed > 0 else 0.0,
+            "server_system_share": round(system / (user + system), 2) if user + system > 0 else 0.0,
+            # The event loop's thread alone: one core is all it can ever use.
+            "server_main_thread_cores": round(main / elapsed, 2) if elapsed > 0 else 0.0,
             "loadgen_cores": round(sum(r["cpu_seconds"] for r in results) / elapsed, 2) if elapsed > 0 else 0.0,
             "capped": begun < count,
-            "_begun": begun,
+            # Where the next phase's packets start: after the last one begun. Several load generators
+            # each cut short their own share, so then the whole slice counts as used.
+            "_end": start + (begun if procs == 1 else count),
         }
         capped = " (stopped at the time cap)" if begun < count else ""
         say(f"  {name:<16} c={concurrency:<3} {done:>6} in {elapsed:6.2f} s: {figures['per_s']:>8.1f}/s  "
             f"p50 {figures['p50_ms']:>7.1f} ms  p99 {figures['p99_ms']:>7.1f} ms  cores: server "
-            f"{figures['server_cores']:.2f}, load {figures['loadgen_cores']:.2f}{capped}")
+            f"{figures['server_cores']:.2f} ({figures['server_system_share']:.0%} kernel, main thread "
+            f"{figures['server_main_thread_cores']:.2f}), "
+            f"load {figures['loadgen_cores']:.2f}{capped}")
         return figures
 
     def fresh(self, count: int) -> int:
@@ -385,13 +394,13 @@ class Bench:
         self.cursor = min(self.total_items, self.cursor + count)
         return start
 
-    def used(self, start: int, figures: dict[str, Any]) -> None:
+    def used(self, figures: dict[str, Any]) -> None:
         """Give back what a phase cut short by its time cap did not begin."""
-        self.cursor = start + figures.pop("_begun")
+        self.cursor = figures.pop("_end")
 
 
 @contextlib.contextmanager
-def profiling(pid: int, output: Path) -> Iterator[dict[str, Any]]:
+def profiling(pid: int, output: Path, *, native: bool = False) -> Iterator[dict[str, Any]]:
     """``py-spy record`` the server while the body runs; the outcome (or why there is none) in the dict."""
     found: dict[str, Any] = {}
     spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
@@ -402,8 +411,8 @@ def profiling(pid: int, output: Path) -> Iterator[dict[str, Any]]:
     log = output.with_suffix(".log")
     with log.open("wb") as out:
         process = subprocess.Popen(
-            [spy, "record", "--pid", str(pid), "--rate", "100", "--nonblocking", "--full-filenames",
-             "--format", "raw", "--output", str(output)],
+            [spy, "record", "--pid", str(pid), "--rate", "100", "--idle", "--full-filenames",
+             *(["--native"] if native else []), "--format", "raw", "--output", str(output)],
             stdout=out, stderr=subprocess.STDOUT,
         )
     time.sleep(1.0)  # let it attach
@@ -416,13 +425,8 @@ def profiling(pid: int, output: Path) -> Iterator[dict[str, Any]]:
             process.wait(timeout=60)
         except subprocess.TimeoutExpired:
             process.kill()
-        if not output.exists():
-            found["error"] = "py-spy could not profile the server: " + log.read_text()[-500:].strip()
-
-
-#: Source lines where a thread of the server waits rather than works. py-spy cannot tell idle threads
-#: apart in every container, so a sample whose innermost frame is one of these counts as idle.
-_IDLE_LINES = ("tx.get()", "work_queue.get(block=True)", "self._selector.poll(", "waiter.acquire(")
+        if not output.exists() or not output.read_text().strip():
+            found["error"] = "py-spy could not profile the server: " + log.read_text(errors="replace")[-500:].strip()
 
 
 def _short(path: str) -> str:
@@ -435,68 +439,77 @@ def _short(path: str) -> str:
     return path
 
 
+def _thread(frames: Sequence[str]) -> str:
+    joined = ";".join(frames)
+    if "_connection_worker_thread" in joined:
+        return "aiosqlite worker"
+    if "run_app" in joined:
+        return "event loop"
+    return "other threads"
+
+
+#: Where the server's threads wait rather than work: a sample whose innermost frame is at one of these
+#: source lines is idle. (py-spy's own idle test counts aiosqlite's wait on its queue as running.)
+_WAITS = ("tx.get()", "work_queue.get(block=True)", "self._selector.poll(", "waiter.acquire(", "self._cond.wait(")
+
+
 def read_profile(raw: Path, top: int = 15) -> dict[str, Any]:
     """What the server's threads did, from py-spy's collapsed stacks (``frame;frame;... count``).
 
-    ``threads_busy_pct``: the share of each thread's samples where it was not waiting; ``top_self``: the functions
-    the busy samples were in (innermost frame), as a share of all busy samples; ``top_inclusive_exchange``:
-    the project's functions on the event loop's stack, as a share of the loop's time (its one core).
+    Every thread's stack is recorded at each sampling instant (``--idle``); a stack whose
+    innermost frame waits (:data:`_WAITS`) is idle. ``threads_running_pct``: the share of the
+    instants each thread was not waiting (a thread waiting for the GIL still counts as running);
+    ``top_self``: the innermost function of the running stacks, as a share of them all;
+    ``top_inclusive_exchange``: the project's functions on the running event loop's stack, as a
+    share of the instants (of the wall time: the loop is the one core the server's Python can use).
     """
     own: dict[str, int] = {}
     inclusive: dict[str, int] = {}
-    threads: dict[str, int] = {}
-    loop_samples = busy = 0
+    running: dict[str, int] = {}
+    seen: dict[str, int] = {}
+    stacks = 0
     for line in raw.read_text().splitlines():
         stack, _, number = line.rpartition(" ")
         if not stack or not number.isdigit():
             continue
         count = int(number)
-        frames, leaf_line = [], ""
+        frames, paths = [], []
         for frame in stack.split(";"):
             name, _, where = frame.rstrip(")").partition(" (")
-            path, _, lineno = where.rpartition(":")
-            frames.append(f"{name} ({_short(path)})")
-            leaf_line = linecache.getline(path, int(lineno)) if lineno.isdigit() else ""
-        joined = ";".join(frames)
-        if "_connection_worker_thread" in joined:
-            thread = "aiosqlite worker"
-        elif "run_app" in joined or "<module>" in frames[0]:
-            thread = "event loop"
-        else:
-            thread = "other threads"
-        idle = frames[-1].startswith("EpollSelector.select") or any(cue in leaf_line for cue in _IDLE_LINES)
-        key = f"{thread} {'idle' if idle else 'busy'}"
-        threads[key] = threads.get(key, 0) + count
+            paths.append(where)
+            frames.append(f"{name} ({_short(where.rpartition(':')[0])})")
+        path, _, lineno = paths[-1].rpartition(":")
+        source = linecache.getline(path, int(lineno)) if lineno.isdigit() else ""
+        thread = _thread(frames)
+        running.setdefault(thread, 0)
+        seen[thread] = seen.get(thread, 0) + count
+        if any(wait in source for wait in _WAITS):
+            continue
+        running[thread] += count
+        stacks += count
+        innermost = frames[-1]
+        if innermost.startswith(("_connection_worker_thread", "Connection._execute")):
+            innermost = "aiosqlite worker in a C call (SQLite, or taking the GIL back)"
+        own[innermost] = own.get(innermost, 0) + count
         if thread == "event loop":
-            loop_samples += count
             for frame in set(frames):
                 if "(exchange/" in frame:
                     inclusive[frame] = inclusive.get(frame, 0) + count
-        if not idle:
-            busy += count
-            innermost = frames[-1]
-            if innermost.startswith("_connection_worker_thread"):
-                innermost = "a SQLite call, in C (aiosqlite's worker thread)"
-            own[innermost] = own.get(innermost, 0) + count
-    total = sum(threads.values())
-    names = sorted({key.rsplit(" ", 1)[0] for key in threads})
-    busy_pct = {}
-    for name in names:
-        working, waiting = threads.get(f"{name} busy", 0), threads.get(f"{name} idle", 0)
-        busy_pct[name] = round(100 * working / (working + waiting), 1)
-    # Frames on (nearly) every sample of the loop (the server's main, run_app) say nothing.
-    inclusive = {f: n for f, n in inclusive.items() if n < 0.98 * loop_samples}
+    # The event loop's thread is recorded at every instant, running or not.
+    instants = max(seen.get("event loop", 0), 1)
+    # Frames on (nearly) every running sample of the loop (the server's main, run_app) say nothing.
+    inclusive = {f: n for f, n in inclusive.items() if n < 0.98 * running.get("event loop", 0)}
 
-    def share(table: dict[str, int], whole: int, rows: int = top) -> list[dict[str, Any]]:
+    def share(table: dict[str, int], whole: int, rows: int) -> list[dict[str, Any]]:
         ranked = sorted(table.items(), key=lambda kv: -kv[1])
         return [{"function": f, "pct": round(100 * n / whole, 1)} for f, n in ranked[:rows]] if whole else []
 
     return {
-        "tool": "py-spy record --nonblocking, 100 Hz, every thread of the server",
-        "samples": total,
-        "threads_busy_pct": busy_pct,
-        "top_self": share(own, busy),
-        "top_inclusive_exchange": share(inclusive, loop_samples, top + 5),
+        "tool": "py-spy record --idle, 100 Hz, every thread of the server",
+        "samples": instants,
+        "threads_running_pct": {t: round(100 * n / instants, 1) for t, n in sorted(running.items())},
+        "top_self": share(own, stacks, top),
+        "top_inclusive_exchange": share(inclusive, instants, top + 5),
     }
 
 
@@ -644,10 +657,10 @@ def markdown(result: dict[str, Any]) -> str:
     profile = result["detail"].get("profile") or {}
     if profile.get("top_self"):
         lines += ["", f"Profile of the server under submissions at concurrency 64 ({profile['tool']}, "
-                  f"{profile['samples']:,} samples; busy share of each thread's samples: "
-                  + ", ".join(f"{t} {p}%" for t, p in profile["threads_busy_pct"].items())
-                  + "; a thread inside a C call, SQLite's or an fsync, counts as busy):", "",
-                  "| % of busy samples | innermost function | | % of the event loop | exchange function on its stack |",
+                  f"{profile['samples']:,} samples; share of the time each thread was running: "
+                  + ", ".join(f"{t} {p}%" for t, p in profile["threads_running_pct"].items())
+                  + f"; the phase ran at {profile['phase']['per_s']:,.0f}/s under the profiler):", "",
+                  "| % of stacks | innermost function | | % of wall time | exchange function on the loop's stack |",
                   "|---|---|---|---|---|"]
         for own, incl in itertools.zip_longest(profile["top_self"], profile["top_inclusive_exchange"]):
             left = f"{own['pct']} | `{own['function']}`" if own else " | "
@@ -665,6 +678,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--recipients", type=int, default=16, help="extra receiving members (default %(default)s)")
     parser.add_argument("--loadgens", type=int, default=1, help="load generator processes per phase (default 1)")
     parser.add_argument("--no-profile", action="store_true", help="skip the py-spy profile")
+    parser.add_argument("--native", action="store_true", help="profile C frames too (py-spy --native): SQLite's own")
     parser.add_argument("--ports", default="18600-18699", help="where to look for free ports (default %(default)s)")
     parser.add_argument("--out", type=Path, default=ROOT / "bench.json")
     parser.add_argument("--markdown", type=Path, default=ROOT / "bench.md")
@@ -708,36 +722,36 @@ def main(argv: list[str] | None = None) -> int:
 
         say("== warm-up, then submissions (service, then the floor with the same packets)")
         start_at = bench.fresh(sizes.warm)
-        bench.used(start_at, bench.run("warm-up", url, server.pid, "submit", start_at, sizes.warm, 16, self_check=True))
+        bench.used(bench.run("warm-up", url, server.pid, "submit", start_at, sizes.warm, 16, self_check=True))
         bench.run("floor warm-up", floor_url, floor.pid, "submit", start_at, sizes.warm, 16)
         for level in LEVELS:
             start_at = bench.fresh(sizes.submit[level])
             count = sizes.submit[level]
             detail["submit"][str(level)] = bench.run("submit", url, server.pid, "submit", start_at, count, level)
-            bench.used(start_at, detail["submit"][str(level)])
+            bench.used(detail["submit"][str(level)])
             floor_figures = bench.run("floor", floor_url, floor.pid, "submit", start_at, count, level)
-            floor_figures.pop("_begun")
+            floor_figures.pop("_end")
             detail["floor"][str(level)] = floor_figures
         say("== the whole loop: submit, fetch, acknowledge")
         for level in LEVELS:
             start_at = bench.fresh(sizes.loop[level])
             detail["loop"][str(level)] = bench.run("loop", url, server.pid, "loop", start_at, sizes.loop[level], level)
-            bench.used(start_at, detail["loop"][str(level)])
+            bench.used(detail["loop"][str(level)])
         if args.no_profile:
             detail["profile"] = {"error": "skipped (--no-profile)"}
         else:
             say("== profiling the server (py-spy) under submissions at concurrency 64")
             raw = work / "profile.txt"
-            with profiling(server.pid, raw) as outcome:
+            with profiling(server.pid, raw, native=args.native) as outcome:
                 start_at = bench.fresh(sizes.profile)
                 figures = bench.run("profiled submit", url, server.pid, "submit", start_at, sizes.profile, 64)
-                bench.used(start_at, figures)
+                bench.used(figures)
             detail["profile"] = outcome if "error" in outcome else read_profile(raw) | {"phase": figures}
         topup = sizes.rss_packets - bench.submitted
         if topup > 0:
             say(f"== submitting {topup:,} more packets, to {sizes.rss_packets:,} in all")
             start_at = bench.fresh(topup)
-            bench.used(start_at, bench.run("top-up", url, server.pid, "submit", start_at, topup, 64,
+            bench.used(bench.run("top-up", url, server.pid, "submit", start_at, topup, 64,
                                            max_seconds=sizes.topup_seconds))
         rss = memory_mb(server.pid)
         detail["rss"] = {"packets": bench.submitted, "start_mb": rss_start.get("VmRSS"), "end_mb": rss.get("VmRSS"),
