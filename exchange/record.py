@@ -145,17 +145,6 @@ def _fsync_all(descriptors: Sequence[int]) -> None:
             os.close(descriptor)
 
 
-def _fsync(descriptor: int) -> None:
-    """Sync and close a duplicate descriptor (run in a thread: an fsync can take milliseconds)."""
-    try:
-        _SYNC(descriptor)
-    except OSError as error:
-        if error.errno not in _NOT_SYNCABLE:
-            raise
-    finally:
-        os.close(descriptor)
-
-
 class _Sink:
     """An append-only JSON lines file, written with one ``os.write`` per batch of lines.
 
