@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import random
 from pathlib import Path
 
 import pytest
@@ -99,3 +100,102 @@ async def _refused_change(store: Store) -> None:
     async with store.write() as tx:
         await tx.remember_nonce("key", "two", "2999-01-01T00:00:00Z")
         raise ValueError("refused")
+
+
+async def test_race_the_change_that_commits_for_its_group_is_cancelled_mid_commit(tmp_path: Path) -> None:
+    """Cancelling the task that is committing for a group (as a server's stop cancels its head signer)
+    still finishes that commit for the others and frees the store. Before: the write lock was never
+    released and the others waited for ever (CI hung in test_deadlines on exactly this)."""
+    store = await open_store(tmp_path / "exchange.sqlite")
+    syncing, go_on = asyncio.Event(), asyncio.Event()
+
+    async def slow_sync() -> None:
+        syncing.set()
+        await go_on.wait()
+
+    async def change(n: int, entered: asyncio.Event) -> None:
+        async with store.write() as tx:
+            entered.set()
+            tx.before_commit(slow_sync)
+            await tx.remember_nonce("key", f"nonce-{n}", "2999-01-01T00:00:00Z")
+
+    try:
+        first_in, second_in = asyncio.Event(), asyncio.Event()
+        first = asyncio.create_task(change(1, first_in))
+        await first_in.wait()
+        second = asyncio.create_task(change(2, second_in))  # waits for the lock: the first leaves it to commit
+        await syncing.wait()  # the second is committing for both
+        assert second_in.is_set()
+        second.cancel()
+        go_on.set()
+        await asyncio.wait_for(first, timeout=10)
+        with pytest.raises(asyncio.CancelledError):
+            await second
+        async with asyncio.timeout(10):
+            async with store.write() as tx:
+                await tx.remember_nonce("key", "after", "2999-01-01T00:00:00Z")
+        assert [await store.nonce_seen("key", n) for n in ("nonce-1", "nonce-2", "after")] == [True, True, True]
+    finally:
+        await store.close()
+
+
+async def test_race_a_waiter_cancelled_as_the_lock_is_handed_to_it_still_lets_the_group_commit(tmp_path: Path) -> None:
+    """A change leaves the commit to the writer waiting behind it; if that writer is cancelled just as the
+    lock is handed to it, the group is still committed. Before: the first change waited for ever and
+    its open transaction held SQLite's write lock."""
+    store = await open_store(tmp_path / "exchange.sqlite")
+    lock = store._lock  # type: ignore[attr-defined]  # watched, not changed: when it is handed over
+    waiter: asyncio.Task[None] | None = None
+
+    async def waiting() -> None:
+        async with store.write() as tx:
+            await tx.remember_nonce("key", "never", "2999-01-01T00:00:00Z")
+
+    async def cancel_on_hand_over() -> None:
+        while lock.locked():  # noqa: ASYNC110 - must act within the loop step the lock is handed over
+            await asyncio.sleep(0)
+        assert waiter is not None
+        waiter.cancel()
+
+    try:
+        async with asyncio.timeout(10):
+            async with store.write() as tx:
+                waiter = asyncio.create_task(waiting())
+                await asyncio.sleep(0)  # now queued for the lock
+                watcher = asyncio.create_task(cancel_on_hand_over())
+                await tx.remember_nonce("key", "kept", "2999-01-01T00:00:00Z")
+            await watcher
+        with pytest.raises(asyncio.CancelledError):
+            await waiter
+        assert await store.nonce_seen("key", "kept")
+        assert not await store.nonce_seen("key", "never")
+    finally:
+        await store.close()
+
+
+async def test_race_writers_cancelled_at_random_never_stall_the_store(tmp_path: Path) -> None:
+    """Many writers, many of them cancelled at arbitrary points: nobody waits for ever, every change that
+    returned is durable, and the store still takes writes."""
+    store = await open_store(tmp_path / "exchange.sqlite")
+    rng = random.Random(9)  # noqa: S311 - a fixed schedule of cancellations, not a secret
+
+    async def change(n: int) -> int:
+        async with store.write() as tx:
+            await tx.remember_nonce("key", f"nonce-{n}", "2999-01-01T00:00:00Z")
+        return n
+
+    try:
+        async with asyncio.timeout(60):
+            for _ in range(20):
+                tasks = [asyncio.create_task(change(n)) for n in range(_ * 40, _ * 40 + 40)]
+                for _step in range(rng.randrange(1, 12)):
+                    await asyncio.sleep(0)
+                    for task in rng.sample(tasks, 3):
+                        task.cancel()
+                results = await asyncio.gather(*tasks, return_exceptions=True)
+                for n in (r for r in results if isinstance(r, int)):
+                    assert await store.nonce_seen("key", f"nonce-{n}")
+            async with store.write() as tx:
+                await tx.remember_nonce("key", "after", "2999-01-01T00:00:00Z")
+    finally:
+        await store.close()

@@ -18,6 +18,7 @@ from aiohttp.test_utils import TestServer
 
 from exchange import crypto, httpsig
 from exchange.client import ApiError
+from exchange.domain import Event
 from exchange.errors import LedgerProofError
 from exchange.examples import referral
 from exchange.ledger.verify import verify_export
@@ -355,3 +356,46 @@ async def test_a_failed_request_logs_its_route_not_its_concrete_path(tmp_path: P
     failed = [json.loads(line) for line in log.splitlines() if '"request.failed"' in line]
     assert [line["route"] for line in failed] == ["/broken/{anything}"]
     assert "Jamie" not in log
+
+
+async def test_race_a_change_cancelled_while_its_group_commits_is_recorded_as_committed(
+    quick: Deployment, tmp_path: Path
+) -> None:
+    """A change whose caller is cancelled after its body (a client gone, a server stopping) still
+    commits with its group; the record log must then say committed, not rolled back. Before: it was
+    marked rolled back although its entry is in the ledger."""
+    ctx = quick.server.app[CONTEXT]
+    syncing, go_on = asyncio.Event(), asyncio.Event()
+    txns: dict[str, str] = {}
+
+    async def slow_sync() -> None:
+        syncing.set()
+        await go_on.wait()
+
+    async def change(name: str, entered: asyncio.Event, *, slow: bool) -> None:
+        async with ctx.change() as step:
+            entered.set()
+            txns[name] = step.txn
+            if slow:
+                step.tx.before_commit(slow_sync)
+            await step.record(Event("ledger.read", None, None, details={"what": name}))
+
+    first_in, second_in = asyncio.Event(), asyncio.Event()
+    first = asyncio.create_task(change("first", first_in, slow=False))
+    await first_in.wait()
+    second = asyncio.create_task(change("second", second_in, slow=True))  # commits for both
+    async with asyncio.timeout(10):
+        await syncing.wait()
+    assert second_in.is_set() and not first.done()
+    first.cancel()
+    go_on.set()
+    async with asyncio.timeout(10):
+        await second
+        with pytest.raises(asyncio.CancelledError):
+            await first
+    marks = [json.loads(line) for line in quick.config.record_log_path.read_text().splitlines()]
+    first_marks = [m["event"] for m in marks if m.get("txn") == txns["first"] and "ledger_entry" not in m]
+    assert first_marks == [COMMITTED_EVENT]
+    export = await _export(quick, tmp_path)
+    report = verify_export(export, quick.server_public_key, log_path=quick.config.record_log_path)
+    assert report.log_entries_checked == report.entries and report.log_orphaned_entries == 0

@@ -147,6 +147,7 @@ class ServiceContext:
         self.writes.refuse_early()
         now = self.clock()
         logged: Change | None = None
+        tx: Transaction | None = None
         try:
             async with self.store.write() as tx:
                 await self.writes.before_change()
@@ -162,7 +163,11 @@ class ServiceContext:
         except BaseException as error:
             if isinstance(error, ReadOnly):
                 self.writes.failed(error)
-            if logged is not None:  # written, then not committed: say so (best effort; see exchange.record)
+            if logged is not None and tx is not None and tx.committed:
+                # Committed, and only then was this caller cancelled: the record says what happened.
+                self.record.mark(COMMITTED_EVENT, txn=logged.txn, **_seqs(logged))
+                self.ledger_grew.set()
+            elif logged is not None:  # written, then not committed: say so (best effort; see exchange.record)
                 self.record.mark(ROLLED_BACK_EVENT, txn=logged.txn, **_seqs(logged))
             raise
         self.writes.succeeded()

@@ -38,6 +38,10 @@ RequestRole = Literal["sent", "received", "all"]
 class Transaction(ABC):
     """Writes within one transaction. Reads here see the transaction's own changes."""
 
+    #: Set once the change is durable. A caller cancelled after its change's body learns the outcome
+    #: here: the change may have committed with others although the caller got CancelledError.
+    committed: bool = False
+
     @abstractmethod
     def before_commit(self, action: Callable[[], Awaitable[None]]) -> None:
         """Run ``action`` just before this change commits (once, however many changes commit together and

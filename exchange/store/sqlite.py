@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequenc
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import aiosqlite
 
@@ -46,6 +46,8 @@ from exchange.ledger.index import entry_refs
 from exchange.lifecycle import ApprovalState, DeliveryState, PacketState, RequestState
 from exchange.store.base import RequestRole, Store, Transaction
 from exchange.store.migrations import MIGRATIONS
+
+T = TypeVar("T")
 
 _PRAGMAS = (
     "PRAGMA journal_mode=WAL",
@@ -795,6 +797,29 @@ class _SqliteTransaction(Transaction):
         )
 
 
+async def _uninterrupted(step: Awaitable[T]) -> T:
+    """Await ``step`` to its end even if this task is cancelled meanwhile; the cancellation is raised after.
+
+    For the store's own bookkeeping (BEGIN, savepoints, the group's COMMIT): SQLite runs a statement
+    that was sent whatever happens to the task that sent it, so stopping half-way would only make
+    the store's idea of its transaction wrong.
+    """
+    inner = asyncio.ensure_future(step)
+    interrupted = False
+    while not inner.done():
+        try:
+            await asyncio.shield(inner)
+        except asyncio.CancelledError:
+            interrupted = interrupted or not inner.done()
+        except BaseException:  # noqa: BLE001, S110 - the step's own error is raised below
+            pass
+    if interrupted:
+        if not inner.cancelled():
+            inner.exception()  # retrieved: the cancellation is what the caller learns
+        raise asyncio.CancelledError
+    return inner.result()
+
+
 #: At most this many changes share one commit, so a steady stream of writers still commits often.
 GROUP_COMMIT_LIMIT = 64
 
@@ -820,6 +845,8 @@ class SqliteStore(Store):
         #: Writers waiting for the lock, and the transaction they will join (group commit; see write()).
         self._waiting = 0
         self._group: _Group | None = None
+        #: Commits for groups whose last writer was cancelled (kept so they are not collected mid-way).
+        self._background: set[asyncio.Task[None]] = set()
 
     @classmethod
     async def open(cls, path: Path) -> SqliteStore:
@@ -855,41 +882,79 @@ class SqliteStore(Store):
         fails is rolled back to its savepoint alone. With nobody waiting this is one transaction per
         change, as before. A failed COMMIT fails every change of the group, rolled back explicitly:
         SQLite may leave the transaction open after one, and the next BEGIN would then fail.
+
+        Cancellation never leaves the store half-way: once a statement of this machinery has started
+        it is finished (the cancellation is raised after), the writer that commits for a group
+        finishes that commit, and a group left by a writer that was cancelled while waiting is
+        committed by a task of the store's own. A caller cancelled after its body finds the outcome
+        in ``tx.committed``.
         """
         self._waiting += 1
         try:
             await self._lock.acquire()
-        finally:
+        except BaseException:
             self._waiting -= 1
+            self._commit_abandoned_group()
+            raise
+        self._waiting -= 1
         group = self._group
         try:
             if group is None:
-                try:
-                    await self._writer.execute("BEGIN IMMEDIATE")
-                except sqlite3.Error as exc:
-                    _raise_unwritable(exc)
-                    raise
-                group = self._group = _Group(asyncio.get_running_loop().create_future())
-            await self._writer.execute("SAVEPOINT change")
+                group = await self._begin()
+            await _uninterrupted(self._writer.execute("SAVEPOINT change"))
+            tx = _SqliteTransaction(self._writer, group)
             try:
-                yield _SqliteTransaction(self._writer, group)
+                yield tx
             except BaseException as exc:
-                await self._undo_savepoint(group)
+                await _uninterrupted(self._undo_savepoint(group))
                 if isinstance(exc, sqlite3.Error):
                     _raise_unwritable(exc)
                 raise
             try:
-                await self._writer.execute("RELEASE change")
+                await _uninterrupted(self._writer.execute("RELEASE change"))
             except sqlite3.Error as exc:
-                await self._undo_savepoint(group)
+                await _uninterrupted(self._undo_savepoint(group))
                 _raise_unwritable(exc)
                 raise
             group.members += 1
         finally:
-            if self._group is not None and (self._waiting == 0 or self._group.members >= GROUP_COMMIT_LIMIT):
-                await self._commit_group()
-            self._lock.release()
-        await asyncio.shield(group.committed)
+            try:
+                if self._group is not None and (self._waiting == 0 or self._group.members >= GROUP_COMMIT_LIMIT):
+                    await _uninterrupted(self._commit_group())
+            finally:  # a cancellation raised after the commit must not keep the lock
+                self._lock.release()
+        outcome = group.committed
+        try:
+            await _uninterrupted(outcome)
+        except asyncio.CancelledError:
+            tx.committed = outcome.done() and not outcome.cancelled() and outcome.exception() is None
+            raise
+        tx.committed = True
+
+    async def _begin(self) -> _Group:
+        try:
+            await _uninterrupted(self._writer.execute("BEGIN IMMEDIATE"))
+        except sqlite3.Error as exc:
+            _raise_unwritable(exc)
+            raise
+        finally:
+            # Begun even if this writer was cancelled meanwhile: the group exists, to be committed.
+            if self._writer.in_transaction:
+                self._group = _Group(asyncio.get_running_loop().create_future())
+        assert self._group is not None
+        return self._group
+
+    def _commit_abandoned_group(self) -> None:
+        """A writer gave up waiting for the lock: if the writers before it left the commit to it, commit."""
+        if self._group is not None and self._waiting == 0:
+            task = asyncio.get_running_loop().create_task(self._commit_when_idle(), name="store-group-commit")
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
+
+    async def _commit_when_idle(self) -> None:
+        async with self._lock:
+            if self._group is not None and self._waiting == 0:
+                await _uninterrupted(self._commit_group())
 
     async def _undo_savepoint(self, group: _Group) -> None:
         """Undo one change of the group; if the transaction itself is gone, the whole group fails."""
@@ -906,10 +971,12 @@ class SqliteStore(Store):
             for action in group.before_commit:
                 await action()
             await self._writer.execute("COMMIT")
-        except Exception as exc:  # noqa: BLE001 - every change of the group learns why
+        except BaseException as exc:  # noqa: BLE001 - every change of the group learns why
             await self._rollback()
             error: BaseException = exc
-            if isinstance(exc, sqlite3.Error):
+            if not isinstance(exc, Exception):
+                error = StoreUnwritable("The commit was interrupted; nothing in it was kept.")
+            elif isinstance(exc, sqlite3.Error):
                 try:
                     _raise_unwritable(exc)
                 except ReadOnly as unwritable:
@@ -934,6 +1001,8 @@ class SqliteStore(Store):
                 await self._writer.execute("ROLLBACK")
 
     async def close(self) -> None:
+        if self._background:
+            await asyncio.gather(*self._background, return_exceptions=True)
         await self._reader.close()
         await self._writer.close()
 
