@@ -113,17 +113,22 @@ async def test_race_the_change_that_commits_for_its_group_is_cancelled_mid_commi
         syncing.set()
         await go_on.wait()
 
-    async def change(n: int, entered: asyncio.Event) -> None:
+    async def change(n: int, entered: asyncio.Event, proceed: asyncio.Event) -> None:
         async with store.write() as tx:
             entered.set()
+            await proceed.wait()
             tx.before_commit(slow_sync)
             await tx.remember_nonce("key", f"nonce-{n}", "2999-01-01T00:00:00Z")
 
     try:
-        first_in, second_in = asyncio.Event(), asyncio.Event()
-        first = asyncio.create_task(change(1, first_in))
+        first_in, second_in, first_on, second_on = asyncio.Event(), asyncio.Event(), asyncio.Event(), asyncio.Event()
+        second_on.set()
+        first = asyncio.create_task(change(1, first_in, first_on))
         await first_in.wait()
-        second = asyncio.create_task(change(2, second_in))  # waits for the lock: the first leaves it to commit
+        second = asyncio.create_task(change(2, second_in, second_on))  # waits: the first leaves it to commit
+        while not store._waiting:  # type: ignore[attr-defined]  # noqa: ASYNC110 - watching the store's own count
+            await asyncio.sleep(0)
+        first_on.set()
         await syncing.wait()  # the second is committing for both
         assert second_in.is_set()
         second.cancel()

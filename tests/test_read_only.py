@@ -372,18 +372,23 @@ async def test_race_a_change_cancelled_while_its_group_commits_is_recorded_as_co
         syncing.set()
         await go_on.wait()
 
-    async def change(name: str, entered: asyncio.Event, *, slow: bool) -> None:
+    async def change(name: str, entered: asyncio.Event, proceed: asyncio.Event, *, slow: bool) -> None:
         async with ctx.change() as step:
             entered.set()
+            await proceed.wait()
             txns[name] = step.txn
             if slow:
                 step.tx.before_commit(slow_sync)
             await step.record(Event("ledger.read", None, None, details={"what": name}))
 
-    first_in, second_in = asyncio.Event(), asyncio.Event()
-    first = asyncio.create_task(change("first", first_in, slow=False))
+    first_in, second_in, first_on, second_on = asyncio.Event(), asyncio.Event(), asyncio.Event(), asyncio.Event()
+    second_on.set()
+    first = asyncio.create_task(change("first", first_in, first_on, slow=False))
     await first_in.wait()
-    second = asyncio.create_task(change("second", second_in, slow=True))  # commits for both
+    second = asyncio.create_task(change("second", second_in, second_on, slow=True))  # commits for both
+    while not ctx.store._waiting:  # type: ignore[attr-defined]  # noqa: ASYNC110 - the second waits for the lock
+        await asyncio.sleep(0)
+    first_on.set()
     async with asyncio.timeout(10):
         await syncing.wait()
     assert second_in.is_set() and not first.done()

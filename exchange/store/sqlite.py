@@ -1,7 +1,9 @@
-"""The embedded default store: SQLite through aiosqlite, WAL mode, ``synchronous=FULL``.
+"""The embedded default store: SQLite in WAL mode, ``synchronous=FULL``.
 
-One connection writes, serialised by a lock and ``BEGIN IMMEDIATE`` (the datasette pattern);
-another reads, so a read never sees another coroutine's uncommitted transaction.
+One connection writes, serialised by a lock and ``BEGIN IMMEDIATE`` (the datasette pattern), its
+statements run in place on the event loop and only BEGIN and COMMIT on a thread
+(:mod:`exchange.store.inline`); another reads through aiosqlite, so a read never sees another
+coroutine's uncommitted transaction.
 """
 
 from __future__ import annotations
@@ -45,6 +47,7 @@ from exchange.ledger.heads import TreeHead
 from exchange.ledger.index import entry_refs
 from exchange.lifecycle import ApprovalState, DeliveryState, PacketState, RequestState
 from exchange.store.base import RequestRole, Store, Transaction
+from exchange.store.inline import InlineConnection, InlineCursor
 from exchange.store.migrations import MIGRATIONS
 
 T = TypeVar("T")
@@ -309,7 +312,7 @@ def _delivery(row: sqlite3.Row | _Prefixed) -> DeliveryRecord:
     )
 
 
-def _changed_one(cursor: aiosqlite.Cursor, what: str) -> None:
+def _changed_one(cursor: InlineCursor, what: str) -> None:
     """The compare-and-set rule: exactly one row must have moved from the expected state."""
     if cursor.rowcount != 1:
         raise StateChanged(f"The {what} changed while this request was being handled; nothing was done.")
@@ -321,7 +324,9 @@ def _page_clause(after: Page | None, created: str, key: str) -> tuple[str, list[
     return f" AND ({created}, {key}) < (?, ?)", [after.after_created, after.after_id]
 
 
-async def _nodes(db: aiosqlite.Connection, keys: Sequence[tuple[int, int]]) -> dict[tuple[int, int], bytes]:
+async def _nodes(
+    db: aiosqlite.Connection | InlineConnection, keys: Sequence[tuple[int, int]]
+) -> dict[tuple[int, int], bytes]:
     found: dict[tuple[int, int], bytes] = {}
     wanted = list(dict.fromkeys(keys))
     # SQLite's default limit on bound parameters is generous, but chunk to stay well inside it.
@@ -346,7 +351,7 @@ class _Prefixed:
 
 
 class _SqliteTransaction(Transaction):
-    def __init__(self, db: aiosqlite.Connection, group: _Group) -> None:
+    def __init__(self, db: InlineConnection, group: _Group) -> None:
         self._db = db
         self._group = group
 
@@ -837,7 +842,7 @@ class _Group:
 class SqliteStore(Store):
     """SQLite store; open with :meth:`open`."""
 
-    def __init__(self, path: Path, writer: aiosqlite.Connection, reader: aiosqlite.Connection) -> None:
+    def __init__(self, path: Path, writer: InlineConnection, reader: aiosqlite.Connection) -> None:
         self.path = path
         self._writer = writer
         self._reader = reader
@@ -854,7 +859,7 @@ class SqliteStore(Store):
         # (SQLite gives its -wal and -shm files the database file's mode).
         crypto.private_folder(path.parent)
         crypto.create_private(path)
-        writer = await aiosqlite.connect(path, isolation_level=None)
+        writer = await InlineConnection.connect(path)
         writer.row_factory = sqlite3.Row
         try:
             for pragma in _PRAGMAS:
@@ -901,19 +906,20 @@ class SqliteStore(Store):
         try:
             if group is None:
                 group = await self._begin()
-            await _uninterrupted(self._writer.execute("SAVEPOINT change"))
+            # The savepoint statements run in place (see exchange.store.inline): nothing to interrupt.
+            await self._writer.execute("SAVEPOINT change")
             tx = _SqliteTransaction(self._writer, group)
             try:
                 yield tx
             except BaseException as exc:
-                await _uninterrupted(self._undo_savepoint(group))
+                await self._undo_savepoint(group)
                 if isinstance(exc, sqlite3.Error):
                     _raise_unwritable(exc)
                 raise
             try:
-                await _uninterrupted(self._writer.execute("RELEASE change"))
+                await self._writer.execute("RELEASE change")
             except sqlite3.Error as exc:
-                await _uninterrupted(self._undo_savepoint(group))
+                await self._undo_savepoint(group)
                 _raise_unwritable(exc)
                 raise
             group.members += 1
@@ -933,7 +939,7 @@ class SqliteStore(Store):
 
     async def _begin(self) -> _Group:
         try:
-            await _uninterrupted(self._writer.execute("BEGIN IMMEDIATE"))
+            await _uninterrupted(self._writer.execute_waiting("BEGIN IMMEDIATE"))
         except sqlite3.Error as exc:
             _raise_unwritable(exc)
             raise
@@ -970,7 +976,7 @@ class SqliteStore(Store):
         try:
             for action in group.before_commit:
                 await action()
-            await self._writer.execute("COMMIT")
+            await self._writer.execute_waiting("COMMIT")
         except BaseException as exc:  # noqa: BLE001 - every change of the group learns why
             await self._rollback()
             error: BaseException = exc
@@ -1354,7 +1360,7 @@ class SqliteStore(Store):
         return [_head(r) for r in rows]
 
 
-async def _migrate(db: aiosqlite.Connection) -> None:
+async def _migrate(db: InlineConnection) -> None:
     await db.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
     async with db.execute("SELECT value FROM meta WHERE key = 'schema_version'") as cur:
         row = await cur.fetchone()
@@ -1364,7 +1370,7 @@ async def _migrate(db: aiosqlite.Connection) -> None:
             f"The database is at schema version {version}, newer than this software knows ({len(MIGRATIONS)})."
         )
     for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
-        await db.execute("BEGIN IMMEDIATE")
+        await db.execute_waiting("BEGIN IMMEDIATE")
         try:
             for statement in _statements(script):
                 await db.execute(statement)
@@ -1376,7 +1382,7 @@ async def _migrate(db: aiosqlite.Connection) -> None:
         except BaseException:
             await db.execute("ROLLBACK")
             raise
-        await db.execute("COMMIT")
+        await db.execute_waiting("COMMIT")
 
 
 def _statements(script: str) -> list[str]:
