@@ -149,3 +149,35 @@ async def test_requests_refused_by_the_rate_limit_write_no_nonce(tmp_path: Path)
         assert stored == 3
     finally:
         await close()
+
+
+def _nesting(text: str) -> int:
+    """The deepest bracket nesting of a JSON text, counted character by character outside strings."""
+    depth = deepest = 0
+    inside = escaped = False
+    for char in text:
+        if inside:
+            inside, escaped = (not (char == '"' and not escaped)), (char == "\\" and not escaped)
+        elif char == '"':
+            inside = True
+        elif char in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif char in "]}":
+            depth -= 1
+    return deepest
+
+
+@given(documents, st.integers(min_value=0, max_value=1200), st.booleans())
+def test_nesting_is_refused_exactly_past_the_limit(value: object, extra: int, as_object: bool) -> None:
+    """The depth bound is judged on the parsed tree (and past the recursion limit by the parser): a
+    document is refused as nested exactly when its brackets nest deeper than MAX_DEPTH."""
+    text = json.dumps(value)
+    for _ in range(extra):
+        text = f'{{"k": {text}, "s": "[[{{"}}' if as_object else f'["]]", {text}]'
+    refusal = ""
+    try:
+        strictjson.loads(text)
+    except InvalidRequest as refused:
+        refusal = refused.detail
+    assert ("nested" in refusal) == (_nesting(text) > strictjson.MAX_DEPTH), refusal
