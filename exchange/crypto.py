@@ -59,12 +59,50 @@ _BODY_AAD_LABEL = b"safeguarding-exchange/v1/body\x00"
 # --------------------------------------------------------------------------- encodings
 
 
+#: RFC 8785's integers: those an IEEE 754 double holds exactly (I-JSON, RFC 7493 section 2.2).
+_I_JSON_INT = 2**53 - 1
+
+
+def _written_alike(value: Any) -> bool:
+    """Whether the standard library's sorted, compact ``json.dumps`` writes ``value`` as RFC 8785 does,
+    provided its text has no character at or above U+D800 (checked on the text by the caller).
+
+    It does for null, booleans, strings (both escape exactly ``"``, ``\\`` and the C0 controls, with
+    the same short forms and lowercase ``\\u00xx``, and write everything else as UTF-8), integers
+    in the I-JSON range, and arrays and objects of those with string keys. Below U+D800, sorting
+    keys by code point and by UTF-16 code unit (RFC 8785 section 3.2.3) agree. Floats
+    (ECMAScript's number form) and anything else are left to ``rfc8785``.
+    """
+    kind = type(value)
+    if kind is dict:
+        for key, item in value.items():
+            if type(key) is not str:
+                return False
+            if type(item) is not str and not _written_alike(item):
+                return False
+        return True
+    if kind is list or kind is tuple:
+        return all(type(item) is str or _written_alike(item) for item in value)
+    if kind is int:
+        return bool(-_I_JSON_INT <= value <= _I_JSON_INT)
+    return kind is str or kind is bool or value is None
+
+
 def canonical_json(value: Any) -> bytes:
     """Return the RFC 8785 canonical JSON bytes of ``value``.
+
+    The documents the exchange signs take the standard library's C encoder (about 5x faster than
+    ``rfc8785``'s pure Python, the same bytes: see :func:`_written_alike`, and the property test
+    against ``rfc8785`` in tests/test_crypto.py); any other value goes through ``rfc8785``.
 
     Raises :class:`CryptoError` if the value cannot be canonicalised (e.g. a float that is
     not finite, or an integer beyond the I-JSON range).
     """
+    if _written_alike(value):
+        text = json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+        # Past U+D800 the key order may differ and a lone surrogate must be refused: rfc8785 decides.
+        if text.isascii() or max(text) < "\ud800":
+            return text.encode("utf-8")
     try:
         return bytes(rfc8785.dumps(value))
     except (rfc8785.CanonicalizationError, TypeError, ValueError) as exc:

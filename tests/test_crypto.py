@@ -7,6 +7,7 @@ from dataclasses import replace
 from typing import Any
 
 import pytest
+import rfc8785
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -75,6 +76,40 @@ def test_canonical_json_ignores_key_order(value: dict[str, int]) -> None:
     """Key order never changes the canonical bytes (RFC 8785 section 3.2.3)."""
     reordered = dict(reversed(list(value.items())))
     assert crypto.canonical_json(value) == crypto.canonical_json(reordered)
+
+
+any_json = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**54), 2**54)
+    | st.floats()
+    | st.text(st.characters(codec=None), max_size=12),  # every code point, lone surrogates included
+    lambda inner: st.lists(inner, max_size=4)
+    | st.tuples(inner, inner)
+    | st.dictionaries(st.text(st.characters(codec=None), max_size=6), inner, max_size=4),
+    max_leaves=16,
+)
+
+
+@given(any_json)
+def test_canonical_json_writes_what_rfc8785_writes(value: Any) -> None:
+    """The fast path (the standard library's encoder) gives rfc8785's bytes, or refuses as it does:
+    keys that sort differently by code point and by UTF-16, escapes, big integers, floats, tuples."""
+    try:
+        expected: bytes | None = bytes(rfc8785.dumps(value))
+    except (rfc8785.CanonicalizationError, TypeError, ValueError):
+        expected = None
+    if expected is None:
+        with pytest.raises(CryptoError):
+            crypto.canonical_json(value)
+    else:
+        assert crypto.canonical_json(value) == expected
+
+
+def test_canonical_json_sorts_keys_by_utf16_code_units() -> None:
+    """U+E000 sorts after U+1F600 in UTF-16 (whose surrogates are D83D DE00) but before it by code
+    point: the order RFC 8785 section 3.2.3 asks for is kept."""
+    assert crypto.canonical_json({"\ue000": 1, "\U0001f600": 2}) == '{"\U0001f600":2,"\ue000":1}'.encode()
 
 
 BASE64_ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/="
