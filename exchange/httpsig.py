@@ -11,6 +11,10 @@ each ``(keyid, nonce)`` for that window so a captured request cannot be replayed
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
+import re
 import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -29,7 +33,7 @@ from http_message_signatures import (
 )
 
 from exchange import crypto
-from exchange.errors import AuthenticationFailed, HeaderTooLarge
+from exchange.errors import AuthenticationFailed, CryptoError, HeaderTooLarge
 
 COVERED_COMPONENTS = ("@method", "@path", "@query", "content-digest")
 SIGNATURE_LABEL = "exchange"
@@ -88,6 +92,57 @@ MAX_FIELD_BYTES = {"Signature-Input": 1024, "Signature": 512, "Content-Digest": 
 _BOUNDED = tuple(name.lower() for name in MAX_FIELD_BYTES)
 
 
+#: The one spelling of a signature our own signers (SDK, CLI, web) write, every value in a narrow
+#: alphabet so that RFC 8941's serialisation of it is the text itself. A request signed so is
+#: verified without the library's general parser (:func:`_canonical`); any other spelling, however
+#: valid, takes the library's path, and tests/test_httpsig.py checks the two always agree.
+_CANONICAL_INPUT = re.compile(
+    r'exchange=(\("@method" "@path" "@query" "content-digest"\);created=([1-9][0-9]{0,14});'
+    r'keyid="([A-Za-z0-9:_.-]{1,128})";(?:alg="ed25519";)?nonce="([A-Za-z0-9_-]{1,128})";'
+    r'tag="safeguarding-exchange")'
+)
+_CANONICAL_SIGNATURE = re.compile(r"exchange=:([A-Za-z0-9+/]{86}==):")
+_CANONICAL_DIGEST = re.compile(r"sha-256=:([A-Za-z0-9+/]{43}=):")
+#: A signed URL whose path and query the library would take with the same spelling.
+_CANONICAL_URL = re.compile(
+    r"https?://[A-Za-z0-9.:-]+((?:/|[A-Za-z0-9._~-]|%[0-9A-Fa-f]{2})+)(?:\?((?:[A-Za-z0-9._~=&+-]|%[0-9A-Fa-f]{2})*))?"
+)
+_CANONICAL_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"})
+_DIGEST_COMPONENT = '"content-digest"'
+
+
+@dataclass(frozen=True)
+class _Canonical:
+    params: SignatureParameters
+    signature_params: str
+    signature: bytes
+    digest: str
+
+
+def _single_lines(headers: Mapping[str, str]) -> dict[str, str] | None:
+    """The three signature fields, if each was sent on exactly one line; else None."""
+    found: dict[str, str] = {}
+    for name, value in headers.items():
+        lowered = name.lower()
+        if lowered in _BOUNDED:
+            if lowered in found:
+                return None
+            found[lowered] = value
+    return found if len(found) == len(_BOUNDED) else None
+
+
+def _canonical(headers: Mapping[str, str]) -> _Canonical | None:
+    lines = _single_lines(headers)
+    if lines is None:
+        return None
+    given = _CANONICAL_INPUT.fullmatch(lines["signature-input"])
+    signature = _CANONICAL_SIGNATURE.fullmatch(lines["signature"])
+    if given is None or signature is None or _CANONICAL_DIGEST.fullmatch(lines["content-digest"]) is None:
+        return None
+    params = SignatureParameters(given[3], int(given[2]), given[4])
+    return _Canonical(params, given[1], base64.b64decode(signature[1]), lines["content-digest"])
+
+
 def signature_parameters(headers: Mapping[str, str]) -> SignatureParameters:
     """Read ``keyid``, ``created`` and ``nonce`` from Signature-Input before verifying.
 
@@ -103,6 +158,9 @@ def signature_parameters(headers: Mapping[str, str]) -> SignatureParameters:
     for name, limit in MAX_FIELD_BYTES.items():
         if sizes[name.lower()] > limit:
             raise HeaderTooLarge(f"The {name} header is longer than {limit} characters; no signature of ours is.")
+    canonical = _canonical(headers)
+    if canonical is not None:
+        return canonical.params
     raw = headers.get("Signature-Input")
     if not raw or not headers.get("Signature"):
         raise AuthenticationFailed("This request is not signed. Sign every request with your member key.")
@@ -144,6 +202,9 @@ class VerifiedSignature:
     covered: Mapping[str, str]
 
 
+_DOES_NOT_VERIFY = "The request's signature does not verify (wrong key or changed request)."
+
+
 def verify_signature(
     method: str,
     url: str,
@@ -164,6 +225,33 @@ def verify_signature(
     """
     params = signature_parameters(headers)
     check_created(params, now=now, max_age=max_age, clock_skew=clock_skew)
+    canonical = _canonical(headers)
+    target = _CANONICAL_URL.fullmatch(url)
+    if canonical is not None and target is not None and target[1][0] == "/" and method in _CANONICAL_METHODS:
+        # RFC 9421 section 2.5's signature base, built as the library builds it for this spelling.
+        base = (
+            f'"@method": {method}\n"@path": {target[1]}\n"@query": ?{target[2] or ""}\n'
+            f'{_DIGEST_COMPONENT}: {canonical.digest}\n"@signature-params": {canonical.signature_params}'
+        )
+        try:
+            crypto.verify_signature(public_bytes, base.encode("ascii"), canonical.signature)
+        except CryptoError:
+            raise AuthenticationFailed(_DOES_NOT_VERIFY) from None
+        return VerifiedSignature(params, {_DIGEST_COMPONENT: canonical.digest})
+    return _verify_with_library(method, url, headers, public_bytes, params, now=now, clock_skew=clock_skew)
+
+
+def _verify_with_library(
+    method: str,
+    url: str,
+    headers: Mapping[str, str],
+    public_bytes: bytes,
+    params: SignatureParameters,
+    *,
+    now: datetime,
+    clock_skew: timedelta,
+) -> VerifiedSignature:
+    """Every spelling RFC 9421 allows, through ``http-message-signatures``."""
     now_seconds = int(now.timestamp())
     skew_seconds = int(clock_skew.total_seconds())
 
@@ -193,7 +281,7 @@ def verify_signature(
             message, max_age=None, expect_tag=SIGNATURE_TAG, require_components=COVERED_COMPONENTS
         )
     except (InvalidSignature, HTTPMessageSignaturesException):
-        raise AuthenticationFailed("The request's signature does not verify (wrong key or changed request).") from None
+        raise AuthenticationFailed(_DOES_NOT_VERIFY) from None
     if len(results) != 1:  # signature_parameters admits one signature; fail closed all the same
         raise AuthenticationFailed(f"Expected exactly one signature labelled {SIGNATURE_LABEL!r}.")
     return VerifiedSignature(params, dict(results[0].covered_components))
@@ -201,6 +289,11 @@ def verify_signature(
 
 def verify_content_digest(verified: VerifiedSignature, body: bytes) -> None:
     """Check the body against the Content-Digest the signature covers (RFC 9530); 401 otherwise."""
+    if len(verified.covered) == 1 and _CANONICAL_DIGEST.fullmatch(verified.covered.get(_DIGEST_COMPONENT, "")):
+        expected = "sha-256=:" + base64.b64encode(hashlib.sha256(body).digest()).decode("ascii") + ":"
+        if not hmac.compare_digest(expected, verified.covered[_DIGEST_COMPONENT]):
+            raise AuthenticationFailed("The request's body does not match its signed Content-Digest.")
+        return
     try:
         covered = ContentDigest.verify_components(verified.covered, body)
     except (InvalidSignature, HTTPMessageSignaturesException):
