@@ -842,10 +842,15 @@ class _Group:
 class SqliteStore(Store):
     """SQLite store; open with :meth:`open`."""
 
-    def __init__(self, path: Path, writer: InlineConnection, reader: aiosqlite.Connection) -> None:
+    def __init__(
+        self, path: Path, writer: InlineConnection, reader: aiosqlite.Connection, lookups: InlineConnection
+    ) -> None:
         self.path = path
         self._writer = writer
         self._reader = reader
+        #: Reads of one row by its key, run in place like the writer's statements (exchange.store.inline):
+        #: a request's key, member and nonce look-ups took a thread round trip each.
+        self._lookups = lookups
         self._lock = asyncio.Lock()
         #: Writers waiting for the lock, and the transaction they will join (group commit; see write()).
         self._waiting = 0
@@ -873,7 +878,11 @@ class SqliteStore(Store):
         for pragma in _PRAGMAS[1:]:
             await reader.execute(pragma)
         await reader.execute("PRAGMA query_only=ON")
-        return cls(path, writer, reader)
+        lookups = await InlineConnection.connect(path)
+        lookups.row_factory = sqlite3.Row
+        for pragma in (*_PRAGMAS[1:], "PRAGMA query_only=ON"):
+            await lookups.execute(pragma)
+        return cls(path, writer, reader, lookups)
 
     @asynccontextmanager
     async def write(self) -> AsyncIterator[_SqliteTransaction]:
@@ -1010,6 +1019,7 @@ class SqliteStore(Store):
         if self._background:
             await asyncio.gather(*self._background, return_exceptions=True)
         await self._reader.close()
+        await self._lookups.close()
         await self._writer.close()
 
     async def ping(self) -> None:
@@ -1024,19 +1034,25 @@ class SqliteStore(Store):
             row: sqlite3.Row | None = await cur.fetchone()
             return row
 
+    async def _by_key(self, sql: str, params: Sequence[Any] = ()) -> sqlite3.Row | None:
+        """One row found through a unique index: read in place, without a thread round trip."""
+        async with self._lookups.execute(sql, params) as cur:
+            row: sqlite3.Row | None = await cur.fetchone()
+            return row
+
     async def _all(self, sql: str, params: Sequence[Any] = ()) -> list[sqlite3.Row]:
         async with self._reader.execute(sql, params) as cur:
             return list(await cur.fetchall())
 
     async def get_agency(self, agency_id: str) -> Agency | None:
-        row = await self._one("SELECT * FROM agencies WHERE id = ?", (agency_id,))
+        row = await self._by_key("SELECT * FROM agencies WHERE id = ?", (agency_id,))
         return _agency(row) if row else None
 
     async def list_agencies(self) -> list[Agency]:
         return [_agency(r) for r in await self._all("SELECT * FROM agencies ORDER BY name")]
 
     async def get_member(self, member_id: str) -> Member | None:
-        row = await self._one("SELECT * FROM members WHERE id = ?", (member_id,))
+        row = await self._by_key("SELECT * FROM members WHERE id = ?", (member_id,))
         return _member(row) if row else None
 
     async def list_members(self, agency_id: str | None = None) -> list[Member]:
@@ -1051,7 +1067,7 @@ class SqliteStore(Store):
         return int(row[0]) if row else 0
 
     async def nonce_seen(self, key_id: str, nonce: str) -> bool:
-        row = await self._one("SELECT 1 FROM request_nonces WHERE key_id = ? AND nonce = ?", (key_id, nonce))
+        row = await self._by_key("SELECT 1 FROM request_nonces WHERE key_id = ? AND nonce = ?", (key_id, nonce))
         return row is not None
 
     async def directory_members(
@@ -1114,7 +1130,7 @@ class SqliteStore(Store):
         return [_agency(r) for r in rows]
 
     async def get_key(self, key_id: str) -> MemberKey | None:
-        row = await self._one("SELECT * FROM member_keys WHERE key_id = ?", (key_id,))
+        row = await self._by_key("SELECT * FROM member_keys WHERE key_id = ?", (key_id,))
         return _key(row) if row else None
 
     async def member_keys(self, member_id: str) -> list[MemberKey]:
@@ -1122,7 +1138,7 @@ class SqliteStore(Store):
         return [_key(r) for r in rows]
 
     async def get_packet(self, packet_id: str) -> PacketRecord | None:
-        row = await self._one("SELECT * FROM packets WHERE id = ?", (packet_id,))
+        row = await self._by_key("SELECT * FROM packets WHERE id = ?", (packet_id,))
         return _packet(row) if row else None
 
     async def deliveries_for_packet(self, packet_id: str) -> list[DeliveryRecord]:
@@ -1188,7 +1204,7 @@ class SqliteStore(Store):
         return [_statement(r) for r in rows]
 
     async def get_escalation(self, escalation_id: str) -> Escalation | None:
-        row = await self._one("SELECT * FROM escalations WHERE id = ?", (escalation_id,))
+        row = await self._by_key("SELECT * FROM escalations WHERE id = ?", (escalation_id,))
         return _escalation(row) if row else None
 
     async def escalations(
@@ -1231,7 +1247,7 @@ class SqliteStore(Store):
         return [_obligation(r) for r in rows]
 
     async def get_request(self, request_id: str) -> InfoRequest | None:
-        row = await self._one("SELECT * FROM info_requests WHERE id = ?", (request_id,))
+        row = await self._by_key("SELECT * FROM info_requests WHERE id = ?", (request_id,))
         return _request(row) if row else None
 
     async def requests_for(
@@ -1302,7 +1318,7 @@ class SqliteStore(Store):
         return [(int(r[0]), bytes(r[1]), bytes(r[2])) for r in rows]
 
     async def ledger_size(self) -> int:
-        row = await self._one("SELECT COALESCE(MAX(seq) + 1, 0) FROM ledger_entries")
+        row = await self._by_key("SELECT COALESCE(MAX(seq) + 1, 0) FROM ledger_entries")
         return int(row[0]) if row else 0
 
     async def ledger_entries(self, start: int, stop: int) -> list[tuple[int, bytes, bytes]]:
@@ -1345,11 +1361,11 @@ class SqliteStore(Store):
         return await _nodes(self._reader, keys)
 
     async def latest_tree_head(self) -> TreeHead | None:
-        row = await self._one("SELECT * FROM tree_heads ORDER BY size DESC LIMIT 1")
+        row = await self._by_key("SELECT * FROM tree_heads ORDER BY size DESC LIMIT 1")
         return _head(row) if row else None
 
     async def tree_head(self, size: int) -> TreeHead | None:
-        row = await self._one("SELECT * FROM tree_heads WHERE size = ?", (size,))
+        row = await self._by_key("SELECT * FROM tree_heads WHERE size = ?", (size,))
         return _head(row) if row else None
 
     async def tree_heads(self, start_size: int = 0, limit: int | None = None) -> list[TreeHead]:
