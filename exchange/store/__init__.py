@@ -1,4 +1,4 @@
-"""Storage behind one interface; SQLite (aiosqlite, WAL) is the embedded default."""
+"""Storage behind one interface; SQLite (WAL, see exchange.store.sqlite) is the embedded default."""
 
 from __future__ import annotations
 
