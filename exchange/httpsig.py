@@ -150,6 +150,9 @@ def signature_parameters(headers: Mapping[str, str]) -> SignatureParameters:
     checked, so this parses the header first; :func:`verify_signature` then checks everything.
     Raises :class:`HeaderTooLarge` (431) for a signature field over its bound, else 401.
     """
+    canonical = _canonical(headers)
+    if canonical is not None:  # one line each, every value within its bound: nothing to size or parse
+        return canonical.params
     # items(), not get(): a field sent on several lines counts with all of them (the verifier joins them).
     sizes = dict.fromkeys(_BOUNDED, 0)
     for name, value in headers.items():
@@ -158,9 +161,6 @@ def signature_parameters(headers: Mapping[str, str]) -> SignatureParameters:
     for name, limit in MAX_FIELD_BYTES.items():
         if sizes[name.lower()] > limit:
             raise HeaderTooLarge(f"The {name} header is longer than {limit} characters; no signature of ours is.")
-    canonical = _canonical(headers)
-    if canonical is not None:
-        return canonical.params
     raw = headers.get("Signature-Input")
     if not raw or not headers.get("Signature"):
         raise AuthenticationFailed("This request is not signed. Sign every request with your member key.")
@@ -223,9 +223,9 @@ def verify_signature(
     past. Raises :class:`AuthenticationFailed` (401). Check the body afterwards with
     :func:`verify_content_digest`.
     """
-    params = signature_parameters(headers)
-    check_created(params, now=now, max_age=max_age, clock_skew=clock_skew)
     canonical = _canonical(headers)
+    params = canonical.params if canonical is not None else signature_parameters(headers)
+    check_created(params, now=now, max_age=max_age, clock_skew=clock_skew)
     target = _CANONICAL_URL.fullmatch(url)
     if canonical is not None and target is not None and target[1][0] == "/" and method in _CANONICAL_METHODS:
         # RFC 9421 section 2.5's signature base, built as the library builds it for this spelling.

@@ -32,10 +32,6 @@ class InlineCursor:
     def rowcount(self) -> int:
         return self._cursor.rowcount
 
-    @property
-    def lastrowid(self) -> int | None:
-        return self._cursor.lastrowid
-
     async def fetchone(self) -> Any:
         return self._cursor.fetchone()
 

@@ -51,6 +51,8 @@ from exchange.store.inline import InlineConnection, InlineCursor
 from exchange.store.migrations import MIGRATIONS
 
 T = TypeVar("T")
+#: The reader (aiosqlite, on its thread) or a connection used in place (the writer, the look-ups).
+_Connection = aiosqlite.Connection | InlineConnection
 
 _PRAGMAS = (
     "PRAGMA journal_mode=WAL",
@@ -324,9 +326,7 @@ def _page_clause(after: Page | None, created: str, key: str) -> tuple[str, list[
     return f" AND ({created}, {key}) < (?, ?)", [after.after_created, after.after_id]
 
 
-async def _nodes(
-    db: aiosqlite.Connection | InlineConnection, keys: Sequence[tuple[int, int]]
-) -> dict[tuple[int, int], bytes]:
+async def _nodes(db: _Connection, keys: Sequence[tuple[int, int]]) -> dict[tuple[int, int], bytes]:
     found: dict[tuple[int, int], bytes] = {}
     wanted = list(dict.fromkeys(keys))
     # SQLite's default limit on bound parameters is generous, but chunk to stay well inside it.
@@ -338,6 +338,12 @@ async def _nodes(
             for row in await cur.fetchall():
                 found[(row[0], row[1])] = bytes(row[2])
     return found
+
+
+async def _first_row(db: _Connection, sql: str, params: Sequence[Any]) -> sqlite3.Row | None:
+    async with db.execute(sql, params) as cur:
+        row: sqlite3.Row | None = await cur.fetchone()
+        return row
 
 
 class _Prefixed:
@@ -805,9 +811,9 @@ class _SqliteTransaction(Transaction):
 async def _uninterrupted(step: Awaitable[T]) -> T:
     """Await ``step`` to its end even if this task is cancelled meanwhile; the cancellation is raised after.
 
-    For the store's own bookkeeping (BEGIN, savepoints, the group's COMMIT): SQLite runs a statement
-    that was sent whatever happens to the task that sent it, so stopping half-way would only make
-    the store's idea of its transaction wrong.
+    For the store's own bookkeeping that leaves the loop (BEGIN and the group's COMMIT on a thread):
+    SQLite runs a statement that was sent whatever happens to the task that sent it, so stopping
+    half-way would only make the store's idea of its transaction wrong.
     """
     inner = asyncio.ensure_future(step)
     interrupted = False
@@ -1030,15 +1036,11 @@ class SqliteStore(Store):
             raise StoreUnavailable("The database cannot be reached.") from exc
 
     async def _one(self, sql: str, params: Sequence[Any] = ()) -> sqlite3.Row | None:
-        async with self._reader.execute(sql, params) as cur:
-            row: sqlite3.Row | None = await cur.fetchone()
-            return row
+        return await _first_row(self._reader, sql, params)
 
     async def _by_key(self, sql: str, params: Sequence[Any] = ()) -> sqlite3.Row | None:
-        """One row found through a unique index: read in place, without a thread round trip."""
-        async with self._lookups.execute(sql, params) as cur:
-            row: sqlite3.Row | None = await cur.fetchone()
-            return row
+        """One row found through an index: read in place, without a thread round trip."""
+        return await _first_row(self._lookups, sql, params)
 
     async def _all(self, sql: str, params: Sequence[Any] = ()) -> list[sqlite3.Row]:
         async with self._reader.execute(sql, params) as cur:
