@@ -204,3 +204,19 @@ async def test_race_writers_cancelled_at_random_never_stall_the_store(tmp_path: 
                 await tx.remember_nonce("key", "after", "2999-01-01T00:00:00Z")
     finally:
         await store.close()
+
+
+async def test_race_a_cancellation_that_arrives_as_the_step_ends_is_not_swallowed() -> None:
+    """CI stop 15: a task cancelled in the same turn of the loop as its shielded step finished was told
+    nothing, so the head signer's loop never ended and the server's shutdown hung. The step still runs
+    to its end; the cancellation is what the task learns."""
+    from exchange.store.sqlite import _uninterrupted
+
+    step: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+    task = asyncio.create_task(_uninterrupted(step))
+    await asyncio.sleep(0)  # the task now waits on the shielded step
+    step.set_result("committed")
+    task.cancel()  # before the task wakes: the step is done by the time it sees the cancellation
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert step.result() == "committed"

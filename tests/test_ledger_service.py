@@ -4,8 +4,10 @@ senders' receipts, and an export that verifies offline against the server key an
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import sqlite3
+import time
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -18,6 +20,8 @@ from exchange.errors import LedgerProofError
 from exchange.examples import referral
 from exchange.ledger import TreeHead, leaf_hash, verify_consistency, verify_export, verify_tree_head
 from exchange.ledger.proofs import check_inclusion_answer
+from exchange.service.background import stop_task
+from exchange.web.keys import CONTEXT
 from tests.conftest import Deployment
 
 
@@ -51,6 +55,42 @@ async def test_heads_are_signed_in_the_background_and_verify(deployment: Deploym
     async with deployment.client("auditor") as auditor:
         head = await _signed_size_at_least(auditor, seq + 1)
     verify_tree_head(head, deployment.server_public_key)
+
+
+async def test_race_the_head_signer_stops_when_the_ledger_grows_as_it_is_stopped(deployment: Deployment) -> None:
+    """CI stop 15: the server's shutdown hung for good. The signer's wait for the ledger to grow (3.11's
+    ``asyncio.wait_for``) returned normally when the stop's cancellation came in the same turn of the loop
+    as the ledger grew, so the signer's loop went on and ``stop`` waited for it forever."""
+    ctx = deployment.server.app[CONTEXT]
+    signer = ctx.head_signer
+    assert signer is not None
+    for _ in range(3):
+        await asyncio.sleep(0.01)  # the signer is waiting for the ledger to grow
+        running = signer._task
+        assert running is not None
+        ctx.ledger_grew.set()
+        started = time.monotonic()
+        await asyncio.wait_for(signer.stop(), timeout=5)
+        assert running.done() and time.monotonic() - started < 2
+        await signer.start()
+
+
+async def test_a_shutdown_that_gives_up_on_a_stuck_task_is_told_so() -> None:
+    """Stopping a background task that will not end: the stopper's own cancellation (a shutdown's
+    deadline) is raised, not swallowed as if it were the task's."""
+    release = asyncio.Event()
+
+    async def stuck() -> None:
+        while not release.is_set():
+            with contextlib.suppress(asyncio.CancelledError):
+                await release.wait()
+
+    task = asyncio.create_task(stuck())
+    await asyncio.sleep(0)
+    with pytest.raises(TimeoutError):
+        await asyncio.wait_for(stop_task(task), timeout=0.2)
+    release.set()
+    await task
 
 
 async def test_sender_checks_their_submission_receipt(deployment: Deployment) -> None:

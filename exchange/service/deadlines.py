@@ -34,6 +34,7 @@ from exchange import lifecycle
 from exchange.domain import Escalation, Event, Obligation, PacketRecord, iso, new_id, parse_iso
 from exchange.lifecycle import DeliveryState, PacketState, Party, Step
 from exchange.service import steps
+from exchange.service.background import stop_task
 from exchange.service.context import Change, ServiceContext
 
 LEASE = "deadlines"
@@ -94,9 +95,7 @@ class DeadlineWorker:
 
     async def stop(self) -> None:
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await stop_task(self._task)
             self._task = None
         # A clean stop hands the work over at once rather than when the lease lapses.
         with contextlib.suppress(Exception):

@@ -22,6 +22,7 @@ from exchange.domain import Actor, Event, Role, iso, parse_iso
 from exchange.errors import Forbidden, InvalidQuery, InvalidRequest, NotFound
 from exchange.ledger import export, tree
 from exchange.ledger.heads import TreeHead, sign_tree_head
+from exchange.service.background import stop_task
 from exchange.service.context import ServiceContext
 
 
@@ -46,9 +47,7 @@ class HeadSigner:
 
     async def stop(self) -> None:
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await stop_task(self._task)
             self._task = None
         # Sign what is left so a clean shutdown leaves no unsigned tail.
         await self.sign_now()
@@ -71,8 +70,11 @@ class HeadSigner:
         interval = config.head_interval_ms / 1000
         waiting_since: float | None = None
         while True:
+            # Not ``asyncio.wait_for``: on 3.11 it swallows a cancellation that comes in the same turn of
+            # the loop as the ledger grows, and then the signer would never stop.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.ctx.ledger_grew.wait(), timeout=interval)
+                async with asyncio.timeout(interval):
+                    await self.ctx.ledger_grew.wait()
             self.ctx.ledger_grew.clear()
             try:
                 size = await self.ctx.store.ledger_size()

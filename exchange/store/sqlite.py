@@ -821,7 +821,9 @@ async def _uninterrupted(step: Awaitable[T]) -> T:
         try:
             await asyncio.shield(inner)
         except asyncio.CancelledError:
-            interrupted = interrupted or not inner.done()
+            # The task itself was cancelled, even when the step ended in the same turn of the loop
+            # (then ``inner`` is done already): that cancellation must not be swallowed.
+            interrupted = interrupted or not inner.cancelled()
         except BaseException:  # noqa: BLE001, S110 - the step's own error is raised below
             pass
     if interrupted:
