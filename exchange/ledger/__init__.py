@@ -1,7 +1,8 @@
 """The ledger: RFC 9162 Merkle tree maths, signed tree heads, the export and its offline verifier.
 
-Everything here is pure (no I/O apart from reading and writing export files); appending to the
-ledger goes through the store, which keeps the perfect-subtree hashes :mod:`.tree` reads.
+Everything here is pure (no I/O apart from reading and writing export files). Appending is
+computed by :mod:`.append` (the entry's bytes, its leaf, the perfect-subtree hashes :mod:`.tree`
+reads later, its index refs) inside the service's write transaction; a store only keeps the rows.
 """
 
 from exchange.ledger.export import EXPORT_FORMAT, ExportSummary, export_lines, write_export

@@ -18,16 +18,18 @@ import asyncio
 import math
 import secrets
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from exchange import crypto
 from exchange.config import Config
 from exchange.domain import Event, LedgerReceipt, iso, utc_now
 from exchange.errors import ReadOnly
+from exchange.ledger import append as ledger_append
+from exchange.ledger.append import Appended
 from exchange.policy import Catalogue
 from exchange.record import COMMITTED_EVENT, ROLLED_BACK_EVENT, Record
 from exchange.service import nonces
@@ -51,10 +53,21 @@ class Change:
     async def record(self, event: Event) -> LedgerReceipt:
         """Append ``event`` to the ledger inside this change's transaction."""
         time = iso(self.now)
-        seq, entry, leaf = await self.tx.append_event(lambda seq: crypto.canonical_json(event.entry(seq, time)))
-        receipt = LedgerReceipt(seq, leaf, entry)
+        appended = await append_to_ledger(self.tx, lambda seq: event.entry(seq, time))
+        receipt = LedgerReceipt(appended.seq, appended.leaf_hash, appended.entry)
         self.receipts.append((event, receipt))
         return receipt
+
+
+async def append_to_ledger(tx: Transaction, build: Callable[[int], Mapping[str, Any]]) -> Appended:
+    """Append the entry ``build(seq)`` inside ``tx``.
+
+    The backend locks the ledger and stores rows; :mod:`exchange.ledger.append` computes them.
+    """
+    seq = await tx.lock_ledger()
+    appended = ledger_append.append(seq, build(seq), await tx.ledger_frontier(ledger_append.frontier_keys(seq)))
+    await tx.store_ledger_entry(appended)
+    return appended
 
 
 class WriteGate:

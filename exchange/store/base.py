@@ -2,7 +2,7 @@
 
 A backend offers reads on :class:`Store` and writes only inside :meth:`Store.write`, a single
 serialised transaction. Every state change is made through a :class:`Transaction` together
-with :meth:`Transaction.append_event`, so nothing happens unrecorded: the ledger entry and the
+with its ledger entry (:meth:`Transaction.store_ledger_entry`), so nothing happens unrecorded: the ledger entry and the
 change commit or roll back together.
 """
 
@@ -28,6 +28,7 @@ from exchange.domain import (
     Role,
     ShareDecision,
 )
+from exchange.ledger.append import Appended
 from exchange.ledger.heads import TreeHead
 from exchange.lifecycle import ApprovalState, DeliveryState, PacketState, RequestState
 
@@ -230,12 +231,28 @@ class Transaction(ABC):
     async def release_lease(self, name: str, holder: str) -> None:
         """Give up the named lease if ``holder`` has it, so another instance need not wait for it to lapse."""
 
-    # -- ledger
+    # -- ledger: the service computes what to store (exchange.ledger.append); a backend stores it
     @abstractmethod
-    async def append_event(self, build_entry: Callable[[int], bytes]) -> tuple[int, bytes, bytes]:
-        """Append one ledger entry; return ``(seq, entry_bytes, leaf_hash)``.
+    async def lock_ledger(self) -> int:
+        """Take the ledger's append lock for the rest of this transaction; return the next sequence number.
 
-        ``build_entry`` receives the next sequence number and returns the entry's exact bytes.
+        While one transaction holds the lock no other one, on any instance sharing the store, can
+        append, so the sequence stays gap-free and every entry's frontier is the one it was computed
+        on. The lock is released when the transaction commits or rolls back. Called again in the same
+        transaction it returns the size including the entries appended since.
+        """
+
+    @abstractmethod
+    async def ledger_frontier(self, keys: Sequence[tuple[int, int]]) -> dict[tuple[int, int], bytes]:
+        """The stored tree nodes ``(level, index)`` asked for, as this transaction sees them (its own
+        appends included); a key with no node is left out."""
+
+    @abstractmethod
+    async def store_ledger_entry(self, appended: Appended) -> None:
+        """Store an entry exactly as given: its bytes and leaf hash, its tree nodes, its index refs.
+
+        The caller holds the ledger lock and ``appended.seq`` is the number :meth:`lock_ledger` gave;
+        the backend computes nothing. Stored entries are never changed or deleted.
         """
 
     @abstractmethod

@@ -42,9 +42,8 @@ from exchange.domain import (
     ShareDecision,
 )
 from exchange.errors import Conflict, DiskFull, KeyInUse, ReadOnly, StateChanged, StoreUnavailable, StoreUnwritable
-from exchange.ledger import merkle, tree
+from exchange.ledger.append import Appended
 from exchange.ledger.heads import TreeHead
-from exchange.ledger.index import entry_refs
 from exchange.lifecycle import ApprovalState, DeliveryState, PacketState, RequestState
 from exchange.store.base import RequestRole, Store, Transaction
 from exchange.store.inline import InlineConnection, InlineCursor
@@ -781,25 +780,26 @@ class _SqliteTransaction(Transaction):
     async def release_lease(self, name: str, holder: str) -> None:
         await self._db.execute("DELETE FROM leases WHERE name = ? AND holder = ?", (name, holder))
 
-    async def append_event(self, build_entry: Callable[[int], bytes]) -> tuple[int, bytes, bytes]:
+    async def lock_ledger(self) -> int:
+        # The writer's transaction holds SQLite's one write lock (BEGIN IMMEDIATE): that is the ledger lock.
         async with self._db.execute("SELECT COALESCE(MAX(seq) + 1, 0) FROM ledger_entries") as cur:
             row = await cur.fetchone()
-        seq = int(row[0]) if row is not None else 0
-        entry = build_entry(seq)
-        leaf = merkle.leaf_hash(entry)
+        return int(row[0]) if row is not None else 0
+
+    async def ledger_frontier(self, keys: Sequence[tuple[int, int]]) -> dict[tuple[int, int], bytes]:
+        return await _nodes(self._db, keys)
+
+    async def store_ledger_entry(self, appended: Appended) -> None:
+        seq = appended.seq
         await self._db.execute(
-            "INSERT INTO ledger_entries (seq, entry, leaf_hash) VALUES (?, ?, ?)", (seq, entry, leaf)
+            "INSERT INTO ledger_entries (seq, entry, leaf_hash) VALUES (?, ?, ?)",
+            (seq, appended.entry, appended.leaf_hash),
         )
         await self._db.executemany(
             "INSERT INTO ledger_refs (kind, value, seq) VALUES (?, ?, ?)",
-            [(kind, value, seq) for kind, value in entry_refs(json.loads(entry))],
+            [(kind, value, seq) for kind, value in appended.refs],
         )
-        # RFC 9162 2.1.1: store every perfect subtree this leaf completes, so any proof later
-        # needs only O(log n) stored hashes instead of rehashing the ledger.
-        existing = await _nodes(self._db, tree.needed_nodes_for_append(seq))
-        added = tree.compute_append(seq, leaf, existing)
-        await self._db.executemany("INSERT INTO ledger_nodes (level, idx, hash) VALUES (?, ?, ?)", added)
-        return seq, entry, leaf
+        await self._db.executemany("INSERT INTO ledger_nodes (level, idx, hash) VALUES (?, ?, ?)", appended.nodes)
 
     async def insert_tree_head(self, head: TreeHead) -> None:
         await self._db.execute(
