@@ -39,6 +39,9 @@ class Config:
     #: Tree heads are signed off the request path every N entries or T milliseconds.
     head_batch_entries: int = 64
     head_interval_ms: int = 500
+    #: One instance at a time signs heads in the background, under a lease this long (renewed while it
+    #: runs); when that instance dies another takes over once the lease lapses.
+    head_lease_seconds: float = 10.0
     #: Alarm when this many entries are waiting for a signed head.
     head_lag_alarm_entries: int = 10_000
     #: A copy never opened this long after delivery is reported to its sender as undelivered,

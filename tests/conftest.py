@@ -97,3 +97,36 @@ async def deployment(tmp_path: Path) -> AsyncIterator[Deployment]:
 def connect(deployment: Deployment) -> Callable[[str], AbstractAsyncContextManager[ExchangeClient]]:
     """``async with connect("school-dsl") as client``: a signed client for a demo member."""
     return deployment.client
+
+
+class Servers:
+    """Servers started on one data directory (one store), each with its own clock, workers and instance id:
+    several instances of one deployment."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self._closers: dict[int, Callable[[], Awaitable[None]]] = {}
+
+    async def start(self, **overrides: object) -> Deployment:
+        # Deadline rounds run only when a test asks, unless it says otherwise.
+        running, close = await start_deployment(self.root, **({"deadline_check_seconds": 3600.0} | overrides))
+        self._closers[id(running)] = close
+        return running
+
+    async def stop(self, running: Deployment) -> None:
+        await self._closers.pop(id(running))()
+
+    async def stop_all(self) -> None:
+        for close in self._closers.values():
+            await close()
+        self._closers.clear()
+
+
+@pytest.fixture
+async def servers(tmp_path: Path) -> AsyncIterator[Servers]:
+    """Start several server instances on one store: ``await servers.start()``; all stopped at the end."""
+    started = Servers(tmp_path)
+    try:
+        yield started
+    finally:
+        await started.stop_all()

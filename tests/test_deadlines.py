@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -18,7 +16,7 @@ from exchange.service import steps
 from exchange.service.context import ServiceContext
 from exchange.service.deadlines import DeadlineWorker, Round
 from exchange.web.keys import CONTEXT
-from tests.conftest import Deployment, start_deployment
+from tests.conftest import Deployment, Servers
 from tests.test_cli import cli, cli_json
 
 #: Everyone in the demo directory who might look; each test says who must and must not see what.
@@ -328,37 +326,6 @@ async def test_running_the_worker_twice_raises_each_escalation_once(deployment: 
     )
     raised = await _ledger(deployment, sent["packet_id"], "escalation.raised")
     assert sorted(e["details"]["kind"] for e in raised) == ["ack", "action"]
-
-
-class Servers:
-    """Servers started on one data directory (one SQLite file), each with its own clock and worker."""
-
-    def __init__(self, root: Path) -> None:
-        self.root = root
-        self._closers: dict[int, Callable[[], Awaitable[None]]] = {}
-
-    async def start(self, **overrides: object) -> Deployment:
-        # Rounds run only when a test asks, unless it says otherwise.
-        running, close = await start_deployment(self.root, **({"deadline_check_seconds": 3600.0} | overrides))
-        self._closers[id(running)] = close
-        return running
-
-    async def stop(self, running: Deployment) -> None:
-        await self._closers.pop(id(running))()
-
-    async def stop_all(self) -> None:
-        for close in self._closers.values():
-            await close()
-        self._closers.clear()
-
-
-@pytest.fixture
-async def servers(tmp_path: Path) -> AsyncIterator[Servers]:
-    started = Servers(tmp_path)
-    try:
-        yield started
-    finally:
-        await started.stop_all()
 
 
 async def test_a_restart_neither_loses_nor_repeats_an_escalation(servers: Servers) -> None:

@@ -12,6 +12,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 
 from exchange import crypto
@@ -22,7 +23,7 @@ from exchange.ledger import TreeHead, leaf_hash, verify_consistency, verify_expo
 from exchange.ledger.proofs import check_inclusion_answer
 from exchange.service.background import stop_task
 from exchange.web.keys import CONTEXT
-from tests.conftest import Deployment
+from tests.conftest import Deployment, Servers
 
 
 async def _signed_size_at_least(client: ExchangeClient, size: int) -> TreeHead:
@@ -73,6 +74,48 @@ async def test_race_the_head_signer_stops_when_the_ledger_grows_as_it_is_stopped
         await asyncio.wait_for(signer.stop(), timeout=5)
         assert running.done() and time.monotonic() - started < 2
         await signer.start()
+
+
+async def _health(running: Deployment) -> dict[str, Any]:
+    async with aiohttp.ClientSession() as session, session.get(f"{running.url}/health") as answer:
+        health: dict[str, Any] = await answer.json()
+        return health
+
+
+async def test_one_instance_signs_heads_and_another_takes_over_when_it_stops(servers: Servers) -> None:
+    """Two instances on one store: exactly one holds the heads lease (``/health`` says which, under its
+    instance id), and after it stops the other signs the heads of what was sent through either."""
+    one = await servers.start(head_lease_seconds=0.4)
+    two = await servers.start(head_lease_seconds=0.4)
+    await asyncio.sleep(0.2)  # both signers have asked for the lease
+    first, second = await _health(one), await _health(two)
+    assert first["instance"] != second["instance"]
+    assert [first["leader"]["heads"], second["leader"]["heads"]] == [True, False]
+    await _send_one(one)
+    sent = await _send_one(two)
+    async with two.client("auditor") as auditor:
+        await _signed_size_at_least(auditor, _ledger(sent)["seq"] + 1)
+    await servers.stop(one)  # a clean stop hands the lease over at once
+    sent = await _send_one(two)
+    async with two.client("auditor") as auditor:
+        await _signed_size_at_least(auditor, _ledger(sent)["seq"] + 1)
+    assert (await _health(two))["leader"]["heads"]
+
+
+async def test_a_signer_that_dies_holding_the_lease_is_replaced_once_it_lapses(servers: Servers) -> None:
+    """The leader's signer stops without a word (as in a crash): nothing is handed over, yet once its lease
+    lapses the other instance signs."""
+    one = await servers.start(head_lease_seconds=0.4)
+    two = await servers.start(head_lease_seconds=0.4)
+    await asyncio.sleep(0.2)
+    signer = one.server.app[CONTEXT].head_signer
+    assert signer is not None and signer.leader and signer._task is not None
+    await stop_task(signer._task)  # dead: no last head, no release
+    signer._task = None
+    sent = await _send_one(two)
+    async with two.client("auditor") as auditor:
+        await _signed_size_at_least(auditor, _ledger(sent)["seq"] + 1)
+    assert (await _health(two))["leader"]["heads"]
 
 
 async def test_a_shutdown_that_gives_up_on_a_stuck_task_is_told_so() -> None:

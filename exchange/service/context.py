@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 from exchange import crypto
 from exchange.config import Config
-from exchange.domain import Event, LedgerReceipt, iso, utc_now
+from exchange.domain import Event, LedgerReceipt, iso, new_id, utc_now
 from exchange.errors import ReadOnly
 from exchange.ledger import append as ledger_append
 from exchange.ledger.append import Appended
@@ -144,6 +144,8 @@ class ServiceContext:
     head_signer: HeadSigner | None = None
     #: The background deadline worker, when a server runs one.
     deadlines: DeadlineWorker | None = None
+    #: This server instance's name on the leases in the store (random: two instances never share one).
+    instance_id: str = field(default_factory=lambda: new_id("inst"))
     #: The read-only state (see the module documentation).
     writes: WriteGate = field(init=False)
 

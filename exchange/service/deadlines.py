@@ -27,7 +27,7 @@ import asyncio
 import contextlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from exchange import lifecycle
@@ -85,10 +85,17 @@ class DeadlineWorker:
 
     def __init__(self, ctx: ServiceContext, holder: str | None = None) -> None:
         self.ctx = ctx
-        #: This instance's name on the lease: random, so two servers never share one.
-        self.holder = holder or new_id("inst")
+        #: This instance's name on the lease (the context's instance id unless a test names another).
+        self.holder = holder or ctx.instance_id
         self._task: asyncio.Task[None] | None = None
         self.last_round: Round | None = None
+        #: When (by the context's clock) the lease this instance last took runs out; None if it has none.
+        self._lease_until: datetime | None = None
+
+    @property
+    def leader(self) -> bool:
+        """Whether this instance holds the ``deadlines`` lease (it is the one running rounds)."""
+        return self._lease_until is not None and self._lease_until > self.ctx.clock()
 
     async def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="deadline-worker")
@@ -101,6 +108,7 @@ class DeadlineWorker:
         with contextlib.suppress(Exception):
             async with self.ctx.store.write() as tx:
                 await tx.release_lease(LEASE, self.holder)
+            self._lease_until = None
 
     async def run_once(self) -> Round:
         """One round: take (or renew) the lease, then handle every open obligation now due (one batch).
@@ -112,8 +120,10 @@ class DeadlineWorker:
         expires = now + timedelta(seconds=self.ctx.config.deadline_lease_seconds)
         async with self.ctx.store.write() as tx:
             if not await tx.take_lease(LEASE, self.holder, iso(now), iso(expires)):
+                self._lease_until = None
                 return Round(ran=False)
             due = await tx.due_obligations(iso(now), BATCH)
+        self._lease_until = expires
         done = Round(ran=True)
         for obligation in due:
             try:

@@ -14,7 +14,7 @@ import contextlib
 import json
 import time
 from collections.abc import AsyncGenerator, Mapping
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from exchange import crypto, schemas
@@ -25,6 +25,9 @@ from exchange.ledger.heads import TreeHead, sign_tree_head
 from exchange.service.background import stop_task
 from exchange.service.context import ServiceContext
 
+#: The lease under which one instance at a time signs heads in the background.
+HEADS_LEASE = "heads"
+
 
 async def root_at(ctx: ServiceContext, size: int) -> bytes:
     """The RFC 9162 root of the first ``size`` entries, from O(log n) stored subtree hashes."""
@@ -33,24 +36,58 @@ async def root_at(ctx: ServiceContext, size: int) -> bytes:
 
 
 class HeadSigner:
-    """Signs tree heads in batches in the background and reports whether it keeps up."""
+    """Signs tree heads in batches in the background and reports whether it keeps up.
+
+    Several instances may share one store: only the one holding the ``heads`` lease signs in the
+    background (the others keep watching, and take over once the lease lapses). A head any instance
+    signs is still correct, since it is a signature over the one ledger (:meth:`sign_now`).
+    """
 
     def __init__(self, ctx: ServiceContext) -> None:
         self.ctx = ctx
         self._task: asyncio.Task[None] | None = None
         self._alarm = False
         self.last_signed_at: float | None = None
+        #: When (by the context's clock) the lease this instance holds runs out; None while it holds none.
+        self._lease_until: datetime | None = None
+        #: While another instance signs, when (monotonic) to ask for the lease again.
+        self._next_try = 0.0
+
+    @property
+    def leader(self) -> bool:
+        """Whether this instance holds the ``heads`` lease (it is the one signing in the background)."""
+        return self._lease_until is not None and self._lease_until > self.ctx.clock()
 
     async def start(self) -> None:
-        await self.sign_now()
+        if await self._hold_lease():
+            await self.sign_now()
         self._task = asyncio.create_task(self._run(), name="tree-head-signer")
 
     async def stop(self) -> None:
         if self._task is not None:
             await stop_task(self._task)
             self._task = None
-        # Sign what is left so a clean shutdown leaves no unsigned tail.
-        await self.sign_now()
+        if self.leader:
+            # Sign what is left so a clean shutdown leaves no unsigned tail, then hand over at once.
+            await self.sign_now()
+            with contextlib.suppress(Exception):
+                async with self.ctx.store.write() as tx:
+                    await tx.release_lease(HEADS_LEASE, self.ctx.instance_id)
+            self._lease_until = None
+
+    async def _hold_lease(self) -> bool:
+        """Take or renew the ``heads`` lease when less than half of it is left; whether this instance holds it."""
+        now = self.ctx.clock()
+        span = timedelta(seconds=self.ctx.config.head_lease_seconds)
+        if self._lease_until is not None and self._lease_until - now > span / 2:
+            return True
+        if self._lease_until is None and time.monotonic() < self._next_try:
+            return False  # another instance signs; the ledger growing is no reason to ask again at once
+        async with self.ctx.store.write() as tx:
+            taken = await tx.take_lease(HEADS_LEASE, self.ctx.instance_id, iso(now), iso(now + span))
+        self._lease_until = now + span if taken else None
+        self._next_try = time.monotonic() + self.ctx.config.head_lease_seconds / 4
+        return taken
 
     async def sign_now(self) -> TreeHead | None:
         """Sign a head over the ledger as it is now, if it grew since the last head."""
@@ -77,6 +114,9 @@ class HeadSigner:
                     await self.ctx.ledger_grew.wait()
             self.ctx.ledger_grew.clear()
             try:
+                if not await self._hold_lease():
+                    waiting_since = None
+                    continue
                 size = await self.ctx.store.ledger_size()
                 latest = await self.ctx.store.latest_tree_head()
                 signed = latest.size if latest else 0
@@ -110,7 +150,7 @@ class HeadSigner:
         signed = latest.size if latest else 0
         lag = size - signed
         alarm = self._alarm or lag >= self.ctx.config.head_lag_alarm_entries
-        return {"size": size, "signed_size": signed, "unsigned": lag, "alarm": alarm}
+        return {"size": size, "signed_size": signed, "unsigned": lag, "alarm": alarm, "signer": self.leader}
 
 
 # ------------------------------------------------------------------------------ auditor reads

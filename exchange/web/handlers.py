@@ -43,7 +43,12 @@ async def health(request: web.Request) -> web.Response:
         await ctx.store.ping()
     except StoreUnavailable:
         return reply({"status": "unavailable", "store": "unreachable"}, status=503)
-    report: dict[str, Any] = {"status": "ok", "store": "reachable"}
+    report: dict[str, Any] = {"status": "ok", "store": "reachable", "instance": ctx.instance_id}
+    # Which background work this instance leads (holds the lease for); on several instances, one each.
+    report["leader"] = {
+        "heads": ctx.head_signer is not None and ctx.head_signer.leader,
+        "deadlines": ctx.deadlines is not None and ctx.deadlines.leader,
+    }
     heads = ctx.head_signer
     if heads is not None:
         report["ledger"] = await heads.health()
