@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestServer
@@ -18,7 +20,9 @@ from exchange.client import ExchangeClient
 from exchange.config import Config
 from exchange.domain import utc_now
 from exchange.keyfile import MemberCredentials
+from exchange.store import Store
 from exchange.web.app import build_app
+from exchange.web.keys import CONTEXT
 
 # Property tests have no deadline: a 2-core CI machine is slower than a laptop, and speed is judged in
 # scripts/bench, not in unit tests. HYPOTHESIS_PROFILE=thorough runs 1000 examples where a test sets no count.
@@ -81,6 +85,23 @@ async def start_deployment(root: Path, **overrides: object) -> tuple[Deployment,
     await server.start_server()
     url = str(server.make_url("")).rstrip("/")
     return Deployment(url, config, server, key_dir, clock), server.close
+
+
+def store_of(deployment: Deployment) -> Store:
+    """The running server's own store: tests read what was stored through it, on any engine."""
+    return deployment.server.app[CONTEXT].store
+
+
+async def ledger_entries(deployment: Deployment, **filters: str) -> list[dict[str, Any]]:
+    """Every ledger entry, or those the auditors' index finds by ``filters`` (type, packet...), oldest first."""
+    found: list[dict[str, Any]] = []
+    start = 0
+    while True:
+        rows = await store_of(deployment).search_ledger(filters, start, 1000)
+        found += [json.loads(entry) for _, entry, _ in rows]
+        if len(rows) < 1000:
+            return found
+        start = rows[-1][0] + 1
 
 
 @pytest.fixture

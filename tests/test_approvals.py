@@ -7,7 +7,7 @@ import pytest
 from exchange.client import ApiError, ExchangeClient
 from exchange.examples import referral, referral_without_consent
 from exchange.web.keys import CONTEXT
-from tests.conftest import Deployment
+from tests.conftest import Deployment, ledger_entries
 
 
 def _id(deployment: Deployment, label: str) -> str:
@@ -132,12 +132,7 @@ async def test_rejection_lists_every_violation_and_is_recorded(deployment: Deplo
     assert {"field.unknown", "label.missing"} <= {rule for rule, _ in found}, found
     assert ("label.missing", "/fields/0/label") in found
     assert all(v["message"] and v["source"] for v in problem["violations"])
-    import sqlite3
-
-    db = sqlite3.connect(deployment.config.database_path)
-    types = [row[0] for row in db.execute("SELECT json_extract(entry, '$.type') FROM ledger_entries")]
-    db.close()
-    assert "packet.rejected" in types
+    assert "packet.rejected" in {entry["type"] for entry in await ledger_entries(deployment)}
     async with deployment.client("csc-duty") as duty:
         assert await duty.inbox() == []
 

@@ -13,7 +13,7 @@ from exchange import crypto
 from exchange.client import ApiError
 from exchange.errors import CryptoError
 from exchange.examples import referral
-from tests.conftest import Deployment
+from tests.conftest import Deployment, ledger_entries
 
 
 async def _ids(deployment: Deployment) -> dict[str, str]:
@@ -84,11 +84,7 @@ async def test_submission_is_recorded_with_codes_not_values(deployment: Deployme
     ids = await _ids(deployment)
     async with deployment.client("school-dsl") as dsl:
         sent = await dsl.send(referral([ids["csc-duty"]]))
-    db = sqlite3.connect(deployment.config.database_path)
-    entry = json.loads(
-        db.execute("SELECT entry FROM ledger_entries WHERE seq = ?", (sent["ledger"]["seq"],)).fetchone()[0]
-    )
-    db.close()
+    [entry] = [e for e in await ledger_entries(deployment) if e["seq"] == sent["ledger"]["seq"]]
     assert entry["type"] == "packet.submitted"
     assert entry["details"]["purpose"] == "referral_to_childrens_social_care"
     assert "child_name" in entry["details"]["fields"]
@@ -129,12 +125,9 @@ async def test_sealed_to_a_key_that_is_not_the_recipients(deployment: Deployment
     assert refused.value.http_status == 422
 
 
-def _rejections(deployment: Deployment) -> list[dict[str, Any]]:
+async def _rejections(deployment: Deployment) -> list[dict[str, Any]]:
     """The details of every packet.rejected entry in the ledger, oldest first."""
-    db = sqlite3.connect(deployment.config.database_path)
-    entries = [json.loads(row[0]) for row in db.execute("SELECT entry FROM ledger_entries ORDER BY seq")]
-    db.close()
-    return [entry["details"] for entry in entries if entry["type"] == "packet.rejected"]
+    return [entry["details"] for entry in await ledger_entries(deployment, type="packet.rejected")]
 
 
 async def test_manifest_sender_must_be_the_signer(deployment: Deployment) -> None:
@@ -148,7 +141,7 @@ async def test_manifest_sender_must_be_the_signer(deployment: Deployment) -> Non
     assert refused.value.http_status == 403
     assert refused.value.problem["code"] == "sender.not_signer"
     assert "another member as its sender" in refused.value.problem["detail"]
-    assert _rejections(deployment)[-1]["code"] == "sender.not_signer"
+    assert (await _rejections(deployment))[-1]["code"] == "sender.not_signer"
 
 
 async def test_a_sender_claiming_another_agency_is_forbidden(deployment: Deployment) -> None:
@@ -171,7 +164,7 @@ async def test_a_sender_claiming_another_agency_is_forbidden(deployment: Deploym
     assert refused.value.problem["code"] == "sender.not_member_of_agency"
     detail = refused.value.problem["detail"]
     assert csc_agency in detail and own_agency in detail
-    assert _rejections(deployment)[-1]["code"] == "sender.not_member_of_agency"
+    assert (await _rejections(deployment))[-1]["code"] == "sender.not_member_of_agency"
     async with deployment.client("csc-duty") as duty:
         assert await duty.inbox() == []
 
@@ -192,10 +185,7 @@ async def test_a_rejection_never_records_free_text(deployment: Deployment) -> No
             )
     assert refused.value.http_status == 422
     assert "Jamie" not in json.dumps(refused.value.problem)
-    db = sqlite3.connect(deployment.config.database_path)
-    entries = [row[0] for row in db.execute("SELECT entry FROM ledger_entries")]
-    db.close()
-    assert not any(b"Jamie" in bytes(entry) for entry in entries)
+    assert not any("Jamie" in json.dumps(entry) for entry in await ledger_entries(deployment))
     assert b"Jamie" not in deployment.config.record_log_path.read_bytes()
 
 

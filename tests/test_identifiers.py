@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import sqlite3
 from datetime import date
 from typing import Any
 
@@ -24,7 +23,7 @@ from exchange.identifiers import (
     identifier_check,
     nhs_check_digit_ok,
 )
-from tests.conftest import Deployment
+from tests.conftest import Deployment, ledger_entries
 
 
 def kinds(text: str, names: tuple[str, ...] = ()) -> list[str]:
@@ -345,14 +344,6 @@ def with_summary(packet: dict[str, Any], summary: str) -> dict[str, Any]:
     return packet
 
 
-def ledger_entries(deployment: Deployment) -> list[dict[str, Any]]:
-    db = sqlite3.connect(deployment.config.database_path)
-    try:
-        return [json.loads(row[0]) for row in db.execute("SELECT entry FROM ledger_entries ORDER BY seq")]
-    finally:
-        db.close()
-
-
 def test_case_names_never_reach_the_manifest_or_the_body() -> None:
     """The packet file may carry case_names, and splitting it leaves them out of every part."""
     parts = policy.manifest_parts_from_packet_file(consultation([], case_names=["Jamie Smith"]))
@@ -365,14 +356,14 @@ async def test_a_clear_consultation_is_sent_and_recorded_as_clear(deployment: De
     async with deployment.client("school-dsl") as dsl:
         sent = await dsl.send(consultation([lead], case_names=["Jamie Smith"]))
     assert sent["status"] == "delivered"
-    entry = next(e for e in ledger_entries(deployment) if e["seq"] == sent["ledger"]["seq"])
+    entry = next(e for e in await ledger_entries(deployment) if e["seq"] == sent["ledger"]["seq"])
     assert entry["details"]["identifier_check"] == {"result": "clear"}
 
 
 async def test_a_consultation_with_an_nhs_number_is_refused_before_anything_is_sent(deployment: Deployment) -> None:
     """The client refuses to seal a consultation holding an NHS number, and the server never hears of it."""
     lead = deployment.credentials("csc-manager").member_id or ""
-    before = ledger_entries(deployment)
+    before = await ledger_entries(deployment)
     packet = with_summary(consultation([lead]), "The child (NHS 943 476 5919) comes to school hungry.")
     async with deployment.client("school-dsl") as dsl:
         with pytest.raises(IdentifyingContent) as refused:
@@ -380,7 +371,7 @@ async def test_a_consultation_with_an_nhs_number_is_refused_before_anything_is_s
         assert await dsl.outbox() == []
     assert "anonymised_case_summary" in refused.value.detail
     assert "943" not in refused.value.detail
-    after = ledger_entries(deployment)
+    after = await ledger_entries(deployment)
     assert [e["type"] for e in after] == [e["type"] for e in before]
 
 
@@ -391,7 +382,7 @@ async def test_an_overridden_consultation_is_sent_and_the_ledger_keeps_the_overr
     async with deployment.client("school-dsl") as dsl:
         sent = await dsl.send(packet, allow_identifiers="adviser_needs_it")
     assert sent["status"] == "delivered"
-    entry = next(e for e in ledger_entries(deployment) if e["seq"] == sent["ledger"]["seq"])
+    entry = next(e for e in await ledger_entries(deployment) if e["seq"] == sent["ledger"]["seq"])
     assert entry["type"] == "packet.submitted"
     check = entry["details"]["identifier_check"]
     assert check == {"result": "overridden", "reason": "adviser_needs_it", "kinds": ["nhs_number"]}

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import sqlite3
 from collections import Counter
 from typing import Any
@@ -16,7 +15,7 @@ from exchange import crypto, feedback, statements
 from exchange.client import ApiError, ExchangeClient
 from exchange.errors import CryptoError, InvalidRequest
 from exchange.examples import referral
-from tests.conftest import Deployment
+from tests.conftest import Deployment, ledger_entries, store_of
 
 NARRATIVE = "Strategy discussion held with police and health; s.47 enquiry opened."
 
@@ -29,31 +28,18 @@ def _db(deployment: Deployment) -> sqlite3.Connection:
     return sqlite3.connect(deployment.config.database_path)
 
 
-def ledger_types(deployment: Deployment, packet_id: str) -> Counter[str]:
+async def ledger_types(deployment: Deployment, packet_id: str) -> Counter[str]:
     """How many entries of each type the ledger holds about one packet."""
-    with _db(deployment) as db:
-        rows = db.execute(
-            "SELECT json_extract(entry, '$.type') FROM ledger_entries WHERE json_extract(entry, '$.packet') = ?",
-            (packet_id,),
-        ).fetchall()
-    return Counter(row[0] for row in rows)
+    return Counter(entry["type"] for entry in await ledger_entries(deployment, packet=packet_id))
 
 
-def ledger_details(deployment: Deployment, packet_id: str, event_type: str) -> list[dict[str, Any]]:
-    with _db(deployment) as db:
-        rows = db.execute(
-            "SELECT entry FROM ledger_entries WHERE json_extract(entry, '$.packet') = ?"
-            " AND json_extract(entry, '$.type') = ?",
-            (packet_id, event_type),
-        ).fetchall()
-    return [json.loads(row[0])["details"] for row in rows]
+async def ledger_details(deployment: Deployment, packet_id: str, event_type: str) -> list[dict[str, Any]]:
+    return [entry["details"] for entry in await ledger_entries(deployment, packet=packet_id, type=event_type)]
 
 
-def obligations(deployment: Deployment, packet_id: str) -> dict[str, str]:
+async def obligations(deployment: Deployment, packet_id: str) -> dict[str, str]:
     """Each of the packet's obligations by kind and state (``kind`` → ``state``; kinds once each here)."""
-    with _db(deployment) as db:
-        rows = db.execute("SELECT kind, state FROM obligations WHERE packet_id = ?", (packet_id,)).fetchall()
-    return dict(rows)
+    return {o.kind: o.state for o in await store_of(deployment).obligations_for(packet_id)}
 
 
 async def _referred_and_acknowledged(deployment: Deployment, to: str = "csc-duty") -> str:
@@ -123,7 +109,7 @@ async def test_the_full_loop_closes_with_one_ledger_entry_per_transition(deploym
         after = (await dsl.outbox())[0]["recipients"][0]
     assert after["status"] == "confirmed" and after["loop"].startswith("loop closed")
     assert after["confirmed_at"] is not None and after["reported_at"] is not None
-    assert ledger_types(deployment, packet_id) == Counter(
+    assert await ledger_types(deployment, packet_id) == Counter(
         {
             "packet.submitted": 1,
             "packet.delivered": 1,
@@ -133,11 +119,11 @@ async def test_the_full_loop_closes_with_one_ledger_entry_per_transition(deploym
             "packet.action_confirmed": 1,
         }
     )
-    [details] = ledger_details(deployment, packet_id, "packet.action_reported")
+    [details] = await ledger_details(deployment, packet_id, "packet.action_reported")
     assert details["recipient"] == duty and details["action"] == "strategy_discussion_s47_enquiry"
     assert details["statement"] == reported["statement_id"] and details["on_time"] is True
     assert NARRATIVE not in str(details)
-    assert obligations(deployment, packet_id)["action"] == "met"
+    assert (await obligations(deployment, packet_id))["action"] == "met"
 
 
 async def test_a_query_is_answered_by_another_report_then_confirmed(deployment: Deployment) -> None:
@@ -150,14 +136,14 @@ async def test_a_query_is_answered_by_another_report_then_confirmed(deployment: 
         queried = await dsl.query(packet_id, duty, "Who is the allocated social worker?")
     assert queried["status"] == "queried" and queried["answers"] == first["statement_id"]
     assert queried["answer_due"] is not None
-    assert obligations(deployment, packet_id)["query_answer"] == "open"
+    assert (await obligations(deployment, packet_id))["query_answer"] == "open"
     async with deployment.client("csc-duty") as recipient:
         mine = (await recipient.loop(packet_id)).recipient(duty)
         assert mine.status == "queried"
         assert mine.latest is not None and mine.latest.note == {"question": "Who is the allocated social worker?"}
         answer = await recipient.report(packet_id, "child_in_need_assessment_s17", "Alex Reid, from Monday.")
     assert answer["answers"] == queried["statement_id"]
-    assert obligations(deployment, packet_id)["query_answer"] == "met"
+    assert (await obligations(deployment, packet_id))["query_answer"] == "met"
     async with deployment.client("school-dsl") as dsl:
         closed = await dsl.confirm(packet_id, duty)
         loop = (await dsl.loop(packet_id)).recipient(duty)
@@ -167,7 +153,7 @@ async def test_a_query_is_answered_by_another_report_then_confirmed(deployment: 
         {"narrative": "Assessment allocated today."},
         {"narrative": "Alex Reid, from Monday."},
     ]
-    counts = ledger_types(deployment, packet_id)
+    counts = await ledger_types(deployment, packet_id)
     assert (counts["packet.action_reported"], counts["packet.action_queried"], counts["packet.action_confirmed"]) == (
         2,
         1,
@@ -190,7 +176,7 @@ async def test_a_report_before_acknowledgement_is_refused_with_the_lifecycle_cod
         assert refused.value.http_status == 409
         assert refused.value.problem_code == "lifecycle.transition_not_allowed"
         assert refused.value.problem["state"] == state
-    assert ledger_types(deployment, packet_id)["packet.action_reported"] == 0
+    assert (await ledger_types(deployment, packet_id))["packet.action_reported"] == 0
 
 
 async def test_only_the_recipient_reports_and_only_the_sender_reviews(deployment: Deployment) -> None:
@@ -289,7 +275,7 @@ async def test_a_report_signed_with_a_revoked_key_is_refused(deployment: Deploym
             )
         assert refused.value.http_status == 422 and refused.value.problem_code == "crypto.invalid"
         assert "not a current signing key" in refused.value.problem["detail"]
-        assert ledger_types(deployment, packet_id)["packet.action_reported"] == 0
+        assert (await ledger_types(deployment, packet_id))["packet.action_reported"] == 0
         reported = await recipient.report(packet_id, "referred_on")
     assert reported["status"] == "action_reported"
 
@@ -402,7 +388,7 @@ async def test_a_statement_answering_an_old_statement_is_refused(deployment: Dep
                 },
             )
     assert refused.value.http_status == 409 and refused.value.problem_code == "loop.stale"
-    assert ledger_types(deployment, packet_id)["packet.action_reported"] == 1
+    assert (await ledger_types(deployment, packet_id))["packet.action_reported"] == 1
 
 
 async def test_actions_outside_the_vocabulary_or_needing_words_are_refused(deployment: Deployment) -> None:
@@ -449,7 +435,7 @@ async def test_race_eight_concurrent_reports_on_one_copy_one_wins(deployment: De
     losses = [o for o in outcomes if isinstance(o, ApiError)]
     assert len(wins) == 1 and len(losses) == 7, outcomes
     assert {loss.http_status for loss in losses} == {409}
-    assert ledger_types(deployment, packet_id)["packet.action_reported"] == 1
+    assert (await ledger_types(deployment, packet_id))["packet.action_reported"] == 1
     with _db(deployment) as db:
         assert db.execute("SELECT count(*) FROM loop_statements").fetchone()[0] == 1
 
@@ -465,7 +451,7 @@ async def test_race_a_confirmation_and_a_query_at_once_one_wins(deployment: Depl
             dsl.confirm(packet_id, duty), dsl.query(packet_id, duty, "Anything else?"), return_exceptions=True
         )
     assert sorted(type(o).__name__ for o in outcomes) == ["ApiError", "dict"], outcomes
-    counts = ledger_types(deployment, packet_id)
+    counts = await ledger_types(deployment, packet_id)
     assert counts["packet.action_confirmed"] + counts["packet.action_queried"] == 1
 
 
@@ -488,10 +474,10 @@ async def test_an_adviser_replies_to_an_anonymous_consultation(deployment: Deplo
         loop = (await dsl.loop(packet_id)).recipient(lead)
         assert loop.latest is not None and loop.latest.note == {"narrative": advice}
         await dsl.confirm(packet_id, lead)
-    counts = ledger_types(deployment, packet_id)
+    counts = await ledger_types(deployment, packet_id)
     assert counts["packet.acknowledged"] == 1 and counts["packet.action_reported"] == 1
     assert counts["packet.action_confirmed"] == 1
-    assert ledger_details(deployment, packet_id, "packet.action_reported")[0]["action"] == "advice_given"
+    assert (await ledger_details(deployment, packet_id, "packet.action_reported"))[0]["action"] == "advice_given"
 
 
 async def test_reply_is_only_for_consultations(deployment: Deployment) -> None:
@@ -500,7 +486,7 @@ async def test_reply_is_only_for_consultations(deployment: Deployment) -> None:
     async with deployment.client("csc-duty") as recipient:
         with pytest.raises(InvalidRequest):
             await recipient.reply(packet_id, "Some advice.")
-    assert ledger_types(deployment, packet_id)["packet.action_reported"] == 0
+    assert (await ledger_types(deployment, packet_id))["packet.action_reported"] == 0
 
 
 # ------------------------------------------------------------------------------ the binding, as a property

@@ -16,7 +16,7 @@ from exchange.domain import parse_iso, utc_now
 from exchange.examples import referral
 from exchange.service import steps
 from exchange.web.keys import CONTEXT
-from tests.conftest import Deployment
+from tests.conftest import Deployment, ledger_entries
 from tests.test_cli import cli, cli_json
 
 CHILD = {"child_name": "Jamie Example", "child_date_of_birth": "2017-03-02", "why": "Suspected assault at home"}
@@ -68,18 +68,9 @@ async def ask(deployment: Deployment, fields: list[str] | None = None) -> dict[s
     return sent
 
 
-def ledger_types(deployment: Deployment, request_id: str) -> list[str]:
+async def ledger_types(deployment: Deployment, request_id: str) -> list[str]:
     """The types of the ledger entries the index finds under a request id, in order."""
-    db = sqlite3.connect(deployment.config.database_path)
-    try:
-        rows = db.execute(
-            "SELECT json_extract(CAST(e.entry AS TEXT), '$.type') FROM ledger_entries e"
-            " JOIN ledger_refs r ON r.seq = e.seq WHERE r.kind = 'request' AND r.value = ? ORDER BY e.seq",
-            (request_id,),
-        ).fetchall()
-    finally:
-        db.close()
-    return [row[0] for row in rows]
+    return [entry["type"] for entry in await ledger_entries(deployment, request=request_id)]
 
 
 async def test_csc_answers_a_police_request_within_the_fields_asked(deployment: Deployment) -> None:
@@ -101,7 +92,7 @@ async def test_csc_answers_a_police_request_within_the_fields_asked(deployment: 
         assert [(r["state"], r["answered_by"]) for r in mine] == [("answered", answer["packet_id"])]
         packet = await police.open(answer["packet_id"])
         assert packet.manifest["in_reply_to"] == request_id
-    assert ledger_types(deployment, request_id) == [
+    assert await ledger_types(deployment, request_id) == [
         "request.submitted",
         "packet.submitted",
         "request.answered",
@@ -136,7 +127,7 @@ async def test_a_decline_reaches_the_requester_with_its_reasons(deployment: Depl
     assert opened.explanation == "Ask the school first; we hold nothing recent."
     assert opened.fetched["declined"]["reason_codes"] == ["not_necessary_or_proportionate"]
     assert opened.details is None  # the details are sealed to the holders, not to the requester
-    assert ledger_types(deployment, request_id) == ["request.submitted", "request.declined"]
+    assert await ledger_types(deployment, request_id) == ["request.submitted", "request.declined"]
 
 
 async def test_a_third_party_sees_neither_the_request_nor_the_decline(deployment: Deployment) -> None:
@@ -209,7 +200,7 @@ async def test_race_two_declines_one_wins(deployment: Deployment) -> None:
             return_exceptions=True,
         )
     _one_winner(results)
-    assert ledger_types(deployment, request_id) == ["request.submitted", "request.declined"]
+    assert await ledger_types(deployment, request_id) == ["request.submitted", "request.declined"]
 
 
 async def test_race_an_answer_and_a_decline_one_wins(deployment: Deployment) -> None:
@@ -226,7 +217,7 @@ async def test_race_an_answer_and_a_decline_one_wins(deployment: Deployment) -> 
             return_exceptions=True,
         )
     _one_winner(results)
-    types = ledger_types(deployment, request_id)
+    types = await ledger_types(deployment, request_id)
     answered = ["request.submitted", "packet.submitted", "request.answered"]
     assert types in (answered, ["request.submitted", "request.declined"])
 
@@ -382,7 +373,7 @@ async def test_a_response_held_for_approval_answers_the_request_when_delivered(d
             manager.approval_for(held["packet_id"], item["manifest_digest"]),
         )
         assert (await manager.open_request(request_id)).fetched["answered_by"] == held["packet_id"]
-    assert ledger_types(deployment, request_id) == ["request.submitted", "packet.submitted", "request.answered"]
+    assert await ledger_types(deployment, request_id) == ["request.submitted", "packet.submitted", "request.answered"]
 
 
 async def test_refusals_are_recorded_once_and_store_nothing(deployment: Deployment) -> None:
@@ -407,7 +398,7 @@ async def test_refusals_are_recorded_once_and_store_nothing(deployment: Deployme
             await duty.decline(sent["request_id"], ["busy"], "We are busy.")
     assert refused.value.http_status == 422
     assert [v["rule"] for v in refused.value.problem["violations"]] == ["decline.reason_unknown"]
-    assert ledger_types(deployment, sent["request_id"]) == ["request.submitted"]
+    assert await ledger_types(deployment, sent["request_id"]) == ["request.submitted"]
 
 
 async def test_requests_are_paged_with_a_cursor_and_filtered_by_state(deployment: Deployment) -> None:
@@ -475,7 +466,7 @@ async def test_a_correction_of_the_answer_becomes_the_answer(deployment: Deploym
     assert (mine["state"], mine["answered_by"]) == ("answered", corrected["packet_id"])
     assert earlier.superseded_by == corrected["packet_id"]
     # One answer on record; the correction is recorded as superseding the first answer.
-    assert ledger_types(deployment, request_id).count("request.answered") == 1
+    assert (await ledger_types(deployment, request_id)).count("request.answered") == 1
     async with deployment.client("csc-duty") as duty:  # a second, unrelated answer is still refused
         with pytest.raises(ApiError) as refused:
             await duty.send(response_file(police, request_id, ["child_address"]))
