@@ -131,7 +131,7 @@ class PostgresStore(Store):
                 yield tx
             except BaseException as exc:
                 await uninterrupted(_rollback(db))
-                if isinstance(exc, asyncpg.PostgresError | asyncpg.InterfaceError):
+                if isinstance(exc, UNREACHABLE_ERRORS):
                     mapped = translated(exc)
                     if mapped is not None:
                         raise mapped from exc
@@ -179,7 +179,9 @@ class PostgresStore(Store):
         if agency_id is None:
             rows = await self._all("SELECT * FROM members ORDER BY agency_id, display_name, stored")
         else:
-            rows = await self._all("SELECT * FROM members WHERE agency_id = $1 ORDER BY display_name, stored", agency_id)
+            rows = await self._all(
+                "SELECT * FROM members WHERE agency_id = $1 ORDER BY display_name, stored", agency_id
+            )
         return [read_member(r) for r in rows]
 
     async def count_members(self) -> int:
@@ -525,10 +527,15 @@ async def _commit(db: asyncpg.Connection, tx: PostgresTransaction) -> None:
     try:
         for action in tx.before_commit_actions:
             await action()
+    except BaseException:
+        await _rollback(db)
+        raise
+    try:
         await db.execute("COMMIT")
     except BaseException as exc:
         await _rollback(db)
-        if isinstance(exc, asyncpg.PostgresError | asyncpg.InterfaceError):
+        if isinstance(exc, UNREACHABLE_ERRORS):
+            # Not known to have committed: a COMMIT whose answer was lost may still have (see the module).
             mapped: ExchangeError | None = translated(exc)
             raise (mapped or unwritable()) from exc
         raise

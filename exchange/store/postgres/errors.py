@@ -57,10 +57,17 @@ def translated(exc: BaseException) -> ExchangeError | None:
         if state in _UNREACHABLE or state.startswith(_UNREACHABLE_CLASSES):
             return StoreUnavailable(UNAVAILABLE)
         return None
-    if isinstance(exc, asyncpg.exceptions.ConnectionDoesNotExistError):  # lost in the middle of a statement
+    # Lost in the middle of a statement, or a pooled connection the server closed while it was idle
+    # (asyncpg then finds its protocol in a state it cannot continue from).
+    if isinstance(exc, asyncpg.exceptions.ConnectionDoesNotExistError | asyncpg.InternalClientError):
         return StoreUnavailable(UNAVAILABLE)
     return None
 
 
 #: What reaching the server can raise besides the driver's own errors (refused, unresolvable, timed out).
-UNREACHABLE_ERRORS: tuple[type[BaseException], ...] = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError)
+UNREACHABLE_ERRORS: tuple[type[BaseException], ...] = (
+    asyncpg.PostgresError,
+    asyncpg.InterfaceError,
+    asyncpg.InternalClientError,
+    OSError,
+)
