@@ -43,7 +43,7 @@ async def offline_context(config: Config) -> AsyncIterator[ServiceContext]:
     """A service context without a web server, for ``exchange init`` and seeding."""
     config.data_dir.mkdir(parents=True, exist_ok=True)
     record = Record(config.record_log_path, console=False)
-    store = await open_store(config.database_path)
+    store = await open_store(config.database_target)
     try:
         yield ServiceContext(
             store=store,

@@ -59,11 +59,20 @@ class Config:
     #: While read-only (the record log or the store cannot be written), changes are refused at once
     #: for this long after a failure (the Retry-After they get), then the next one tries again.
     read_only_retry_seconds: float = 5.0
+    #: Where the store is: None for the embedded SQLite file in ``data_dir``; else a PostgreSQL URL
+    #: (``postgresql://...``), ``sqlite:PATH`` or a file path. See :func:`exchange.store.open_store`.
+    database: str | None = None
     extra: dict[str, str] = field(default_factory=dict, compare=False)
 
     @property
     def database_path(self) -> Path:
+        """The embedded SQLite file (where the store lives unless ``database`` says otherwise)."""
         return self.data_dir / "exchange.sqlite"
+
+    @property
+    def database_target(self) -> str | Path:
+        """What :func:`exchange.store.open_store` opens: ``database`` if given, else the SQLite file."""
+        return self.database if self.database else self.database_path
 
     @property
     def record_log_path(self) -> Path:

@@ -26,6 +26,8 @@ from exchange.web.keys import CONTEXT
 
 pytest_plugins = ["tests.pg_fixtures"]
 
+pytest_plugins = ["tests.pg_store_fixtures"]
+
 # Property tests have no deadline: a 2-core CI machine is slower than a laptop, and speed is judged in
 # scripts/bench, not in unit tests. HYPOTHESIS_PROFILE=thorough runs 1000 examples where a test sets no count.
 settings.register_profile("ci", deadline=None, print_blob=True)
@@ -74,6 +76,10 @@ def make_config(root: Path, **overrides: object) -> Config:
         "head_interval_ms": 50,
         "head_batch_entries": 8,
     }
+    from tests.pg_store_fixtures import deployment_database, deployments_use_postgres
+
+    if deployments_use_postgres() and "database" not in overrides:
+        settings["database"] = deployment_database()
     settings.update(overrides)
     return Config(**settings)  # type: ignore[arg-type]
 

@@ -210,7 +210,7 @@ async def test_race_a_cancellation_that_arrives_as_the_step_ends_is_not_swallowe
     """CI stop 15: a task cancelled in the same turn of the loop as its shielded step finished was told
     nothing, so the head signer's loop never ended and the server's shutdown hung. The step still runs
     to its end; the cancellation is what the task learns."""
-    from exchange.store.sqlite import _uninterrupted
+    from exchange.store.cancellation import uninterrupted as _uninterrupted
 
     step: asyncio.Future[str] = asyncio.get_running_loop().create_future()
     task = asyncio.create_task(_uninterrupted(step))

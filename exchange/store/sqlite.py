@@ -9,7 +9,6 @@ coroutine's uncommitted transaction.
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 import json
 import sqlite3
@@ -17,7 +16,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequenc
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import aiosqlite
 
@@ -25,11 +24,9 @@ from exchange import crypto
 from exchange.domain import (
     DELIVERY_TIMES,
     Agency,
-    AgencyKind,
     DeliveryRecord,
     Escalation,
     InfoRequest,
-    KeyUse,
     LoopStatement,
     Member,
     MemberKey,
@@ -38,7 +35,6 @@ from exchange.domain import (
     Page,
     RequestDecline,
     Role,
-    SealedNote,
     ShareDecision,
 )
 from exchange.errors import Conflict, DiskFull, KeyInUse, ReadOnly, StateChanged, StoreUnavailable, StoreUnwritable
@@ -46,10 +42,29 @@ from exchange.ledger.append import Appended
 from exchange.ledger.heads import TreeHead
 from exchange.lifecycle import ApprovalState, DeliveryState, PacketState, RequestState
 from exchange.store.base import RequestRole, Store, Transaction
+from exchange.store.cancellation import uninterrupted as _uninterrupted
 from exchange.store.inline import InlineConnection, InlineCursor
 from exchange.store.migrations import MIGRATIONS
+from exchange.store.rows import (
+    PACKET_COLUMNS,
+    Prefixed,
+    decline_text,
+    packet_values,
+    purpose_list,
+    read_agency,
+    read_delivery,
+    read_escalation,
+    read_head,
+    read_key,
+    read_member,
+    read_obligation,
+    read_packet,
+    read_request,
+    read_share_decision,
+    read_statement,
+    sealed_details,
+)
 
-T = TypeVar("T")
 #: The reader (aiosqlite, on its thread) or a connection used in place (the writer, the look-ups).
 _Connection = aiosqlite.Connection | InlineConnection
 
@@ -85,232 +100,8 @@ def _raise_unwritable(exc: sqlite3.Error) -> None:
         ) from exc
 
 
-def _purposes(text: str | None) -> frozenset[str] | None:
-    return frozenset(json.loads(text)) if text is not None else None
-
-
-def _purpose_list(purposes: frozenset[str] | None) -> str | None:
-    return json.dumps(sorted(purposes)) if purposes is not None else None
-
-
-def _agency(row: sqlite3.Row) -> Agency:
-    return Agency(
-        row["id"],
-        row["name"],
-        AgencyKind(row["kind"]),
-        row["created"],
-        _purposes(row["send_purposes"]),
-        _purposes(row["receive_purposes"]),
-    )
-
-
-def _member(row: sqlite3.Row) -> Member:
-    return Member(
-        row["id"],
-        row["agency_id"],
-        row["display_name"],
-        frozenset(Role(r) for r in json.loads(row["roles"])),
-        row["created"],
-        bool(row["active"]),
-    )
-
-
-def _key(row: sqlite3.Row) -> MemberKey:
-    return MemberKey(
-        row["key_id"],
-        row["member_id"],
-        KeyUse(row["use"]),
-        bytes(row["public_key"]),
-        row["not_before"],
-        row["not_after"],
-        row["revoked_at"],
-        row["created"],
-    )
-
-
-def _packet(row: sqlite3.Row) -> PacketRecord:
-    return PacketRecord(
-        id=row["id"],
-        sender_member=row["sender_member"],
-        sender_agency=row["sender_agency"],
-        manifest=bytes(row["manifest"]),
-        manifest_digest=row["manifest_digest"],
-        signature=bytes(row["signature"]),
-        body=bytes(row["body"]),
-        purpose=row["purpose"],
-        kind=row["kind"],
-        urgency=row["urgency"],
-        state=PacketState(row["status"]),
-        created=row["created"],
-        approval=json.loads(row["approval"]) if row["approval"] else None,
-        ack_due=row["ack_due"],
-        action_due=row["action_due"],
-        approval_due=row["approval_due"],
-        approval_state=ApprovalState(row["approval_state"]),
-        supersedes=row["supersedes"],
-        superseded_by=row["superseded_by"],
-        corrected_fields=tuple(json.loads(row["corrected_fields"])) if row["corrected_fields"] else (),
-        in_reply_to=row["in_reply_to"],
-        subject=row["subject"],
-        expires_at=row["expires_at"],
-        retain_until=row["retain_until"],
-        content_removed_at=row["content_removed_at"],
-    )
-
-
-_PACKET_COLUMNS = (
-    "id, sender_member, sender_agency, manifest, manifest_digest, signature, body, purpose, kind, urgency,"
-    " status, created, approval, ack_due, action_due, approval_due, approval_state, supersedes, superseded_by,"
-    " corrected_fields, in_reply_to, subject, expires_at, retain_until, content_removed_at"
-)
-
-
-def _packet_row(packet: PacketRecord) -> tuple[Any, ...]:
-    return (
-        packet.id,
-        packet.sender_member,
-        packet.sender_agency,
-        packet.manifest,
-        packet.manifest_digest,
-        packet.signature,
-        packet.body,
-        packet.purpose,
-        packet.kind,
-        packet.urgency,
-        packet.state.value,
-        packet.created,
-        json.dumps(packet.approval) if packet.approval is not None else None,
-        packet.ack_due,
-        packet.action_due,
-        packet.approval_due,
-        packet.approval_state.value,
-        packet.supersedes,
-        packet.superseded_by,
-        json.dumps(list(packet.corrected_fields)) if packet.corrected_fields else None,
-        packet.in_reply_to,
-        packet.subject,
-        packet.expires_at,
-        packet.retain_until,
-        packet.content_removed_at,
-    )
-
-
-def _obligation(row: sqlite3.Row) -> Obligation:
-    return Obligation(**{name: row[name] for name in Obligation.__dataclass_fields__})
-
-
-def _escalation(row: sqlite3.Row) -> Escalation:
-    return Escalation(**{name: row[name] for name in Escalation.__dataclass_fields__})
-
-
-def _statement(row: sqlite3.Row) -> LoopStatement:
-    return LoopStatement(
-        id=row["id"],
-        packet_id=row["packet_id"],
-        recipient_member=row["recipient_member"],
-        author_member=row["author_member"],
-        type=row["type"],
-        action=row["action"],
-        statement=bytes(row["statement"]),
-        key_id=row["key_id"],
-        signature=bytes(row["signature"]),
-        sealed_note=bytes(row["sealed_note"]) if row["sealed_note"] is not None else None,
-        note_key=row["note_key"],
-        created=row["created"],
-    )
-
-
-def _b64(data: bytes) -> str:
-    return base64.b64encode(data).decode("ascii")
-
-
-def _request(row: sqlite3.Row) -> InfoRequest:
-    sealed = json.loads(row["sealed"]) if row["sealed"] else {}
-    decline = None
-    if row["decline"]:
-        d = json.loads(row["decline"])
-        decline = RequestDecline(
-            declined_by=d["declined_by"],
-            declined_by_agency=d["declined_by_agency"],
-            key_id=d["key_id"],
-            reason_codes=tuple(d["reason_codes"]),
-            signature=base64.b64decode(d["signature"]),
-            explanation=SealedNote(row["requester_member"], d["explanation_key"], bytes(row["decline_sealed"] or b"")),
-            declined_at=d["declined_at"],
-        )
-    return InfoRequest(
-        id=row["id"],
-        requester_member=row["requester_member"],
-        requester_agency=row["requester_agency"],
-        holder_agency=row["holder_agency"],
-        holder_member=row["holder_member"],
-        document=bytes(row["document"]),
-        digest=row["digest"],
-        key_id=row["key_id"],
-        signature=bytes(row["signature"]),
-        details=tuple(
-            SealedNote(member, note["key_id"], base64.b64decode(note["sealed"])) for member, note in sealed.items()
-        ),
-        purpose=row["purpose"],
-        urgency=row["urgency"],
-        subject=row["subject"],
-        state=RequestState(row["state"]),
-        created=row["created"],
-        answer_due=row["answer_due"],
-        answered_by=row["answered_by"],
-        answered_at=row["answered_at"],
-        decline=decline,
-    )
-
-
-def _share_decision(row: sqlite3.Row) -> ShareDecision:
-    document = bytes(row["document"])
-    note_key = json.loads(document)["decision"]["note"]["encryption_key"]
-    return ShareDecision(
-        id=row["id"],
-        member=row["member"],
-        agency=row["agency"],
-        document=document,
-        key_id=row["key_id"],
-        signature=bytes(row["signature"]),
-        note=SealedNote(row["member"], note_key, bytes(row["sealed_note"] or b"")),
-        subject=row["subject"],
-        request_id=row["request_id"],
-        created=row["created"],
-    )
-
-
 def _insert(table: str, names: Sequence[str]) -> str:
     return f"INSERT INTO {table} ({', '.join(names)}) VALUES ({', '.join('?' for _ in names)})"  # noqa: S608 - fixed names
-
-
-def _head(row: sqlite3.Row) -> TreeHead:
-    return TreeHead(
-        size=int(row["size"]),
-        root_hash=bytes(row["root_hash"]),
-        timestamp=row["timestamp"],
-        key_id=row["key_id"],
-        signature=bytes(row["signature"]),
-    )
-
-
-def _delivery(row: sqlite3.Row | _Prefixed) -> DeliveryRecord:
-    return DeliveryRecord(
-        packet_id=row["packet_id"],
-        recipient_member=row["recipient_member"],
-        recipient_agency=row["recipient_agency"],
-        encryption_key=row["encryption_key"],
-        sealed_key=bytes(row["sealed_key"]),
-        state=DeliveryState(row["status"]),
-        delivered_at=row["delivered_at"],
-        opened_at=row["opened_at"],
-        acknowledged_at=row["acknowledged_at"],
-        ack_signature=bytes(row["ack_signature"]) if row["ack_signature"] is not None else None,
-        ack_key=row["ack_key"],
-        reported_at=row["reported_at"],
-        confirmed_at=row["confirmed_at"],
-        updated=row["updated"],
-    )
 
 
 def _changed_one(cursor: InlineCursor, what: str) -> None:
@@ -345,16 +136,6 @@ async def _first_row(db: _Connection, sql: str, params: Sequence[Any]) -> sqlite
         return row
 
 
-class _Prefixed:
-    """A row's columns under a prefix, read as if unprefixed (a join returns two records in one row)."""
-
-    def __init__(self, row: sqlite3.Row, prefix: str) -> None:
-        self._row, self._prefix = row, prefix
-
-    def __getitem__(self, name: str) -> Any:
-        return self._row[self._prefix + name]
-
-
 class _SqliteTransaction(Transaction):
     def __init__(self, db: InlineConnection, group: _Group) -> None:
         self._db = db
@@ -372,8 +153,8 @@ class _SqliteTransaction(Transaction):
                 agency.name,
                 agency.kind.value,
                 agency.created,
-                _purpose_list(agency.send_purposes),
-                _purpose_list(agency.receive_purposes),
+                purpose_list(agency.send_purposes),
+                purpose_list(agency.receive_purposes),
             ),
         )
 
@@ -382,7 +163,7 @@ class _SqliteTransaction(Transaction):
     ) -> None:
         await self._db.execute(
             "UPDATE agencies SET send_purposes = ?, receive_purposes = ? WHERE id = ?",
-            (_purpose_list(send), _purpose_list(receive), agency_id),
+            (purpose_list(send), purpose_list(receive), agency_id),
         )
 
     async def insert_member(self, member: Member) -> None:
@@ -440,8 +221,8 @@ class _SqliteTransaction(Transaction):
     async def insert_packet(self, packet: PacketRecord) -> None:
         try:
             await self._db.execute(
-                f"INSERT INTO packets ({_PACKET_COLUMNS}) VALUES ({', '.join('?' * 25)})",  # noqa: S608 - fixed columns
-                _packet_row(packet),
+                f"INSERT INTO packets ({PACKET_COLUMNS}) VALUES ({', '.join('?' * 25)})",  # noqa: S608 - fixed columns
+                packet_values(packet),
             )
         except sqlite3.IntegrityError:
             raise Conflict("A packet with this id or manifest was already submitted.") from None
@@ -449,7 +230,7 @@ class _SqliteTransaction(Transaction):
     async def get_packet(self, packet_id: str) -> PacketRecord | None:
         async with self._db.execute("SELECT * FROM packets WHERE id = ?", (packet_id,)) as cur:
             row = await cur.fetchone()
-        return _packet(row) if row is not None else None
+        return read_packet(row) if row is not None else None
 
     async def set_packet_state(
         self,
@@ -523,13 +304,13 @@ class _SqliteTransaction(Transaction):
             "SELECT * FROM deliveries WHERE packet_id = ? AND recipient_member = ?", (packet_id, member_id)
         ) as cur:
             row = await cur.fetchone()
-        return _delivery(row) if row is not None else None
+        return read_delivery(row) if row is not None else None
 
     async def deliveries_for_packet(self, packet_id: str) -> list[DeliveryRecord]:
         async with self._db.execute(
             "SELECT * FROM deliveries WHERE packet_id = ? ORDER BY recipient_member", (packet_id,)
         ) as cur:
-            return [_delivery(r) for r in await cur.fetchall()]
+            return [read_delivery(r) for r in await cur.fetchall()]
 
     async def set_delivery_state(
         self,
@@ -567,10 +348,9 @@ class _SqliteTransaction(Transaction):
             "SELECT * FROM loop_statements WHERE packet_id = ? AND recipient_member = ? ORDER BY created, id",
             (packet_id, recipient_member),
         ) as cur:
-            return [_statement(r) for r in await cur.fetchall()]
+            return [read_statement(r) for r in await cur.fetchall()]
 
     async def insert_request(self, request: InfoRequest) -> None:
-        sealed = {n.member: {"key_id": n.key_id, "sealed": _b64(n.sealed)} for n in request.details}
         try:
             await self._db.execute(
                 "INSERT INTO info_requests (id, requester_member, requester_agency, holder_agency, holder_member,"
@@ -586,7 +366,7 @@ class _SqliteTransaction(Transaction):
                     request.digest,
                     request.key_id,
                     request.signature,
-                    json.dumps(sealed, sort_keys=True),
+                    sealed_details(request),
                     request.purpose,
                     request.urgency,
                     request.subject,
@@ -601,7 +381,7 @@ class _SqliteTransaction(Transaction):
     async def get_request(self, request_id: str) -> InfoRequest | None:
         async with self._db.execute("SELECT * FROM info_requests WHERE id = ?", (request_id,)) as cur:
             row = await cur.fetchone()
-        return _request(row) if row is not None else None
+        return read_request(row) if row is not None else None
 
     async def set_request_state(
         self,
@@ -613,20 +393,7 @@ class _SqliteTransaction(Transaction):
         answered_by: str | None = None,
         decline: RequestDecline | None = None,
     ) -> None:
-        declined = None
-        if decline is not None:
-            declined = json.dumps(
-                {
-                    "declined_by": decline.declined_by,
-                    "declined_by_agency": decline.declined_by_agency,
-                    "key_id": decline.key_id,
-                    "reason_codes": list(decline.reason_codes),
-                    "signature": _b64(decline.signature),
-                    "explanation_key": decline.explanation.key_id,
-                    "declined_at": decline.declined_at,
-                },
-                sort_keys=True,
-            )
+        declined = decline_text(decline) if decline is not None else None
         cur = await self._db.execute(
             # A correction of the answer replaces answered_by; answered_at stays the first answer's time.
             "UPDATE info_requests SET state = ?, answered_by = COALESCE(?, answered_by),"
@@ -724,7 +491,7 @@ class _SqliteTransaction(Transaction):
         async with self._db.execute(
             "SELECT * FROM obligations WHERE state = 'open' AND due <= ? ORDER BY due, id LIMIT ?", (now, limit)
         ) as cur:
-            return [_obligation(r) for r in await cur.fetchall()]
+            return [read_obligation(r) for r in await cur.fetchall()]
 
     async def fire_obligation(self, obligation_id: str, when: str) -> bool:
         cur = await self._db.execute(
@@ -736,7 +503,7 @@ class _SqliteTransaction(Transaction):
     async def get_obligation(self, obligation_id: str) -> Obligation | None:
         async with self._db.execute("SELECT * FROM obligations WHERE id = ?", (obligation_id,)) as cur:
             row = await cur.fetchone()
-        return _obligation(row) if row is not None else None
+        return read_obligation(row) if row is not None else None
 
     async def settle_obligation(self, obligation_id: str, state: str, when: str) -> bool:
         if state not in ("met", "cancelled"):
@@ -759,7 +526,7 @@ class _SqliteTransaction(Transaction):
     async def get_escalation(self, escalation_id: str) -> Escalation | None:
         async with self._db.execute("SELECT * FROM escalations WHERE id = ?", (escalation_id,)) as cur:
             row = await cur.fetchone()
-        return _escalation(row) if row is not None else None
+        return read_escalation(row) if row is not None else None
 
     async def acknowledge_escalation(self, escalation_id: str, member_id: str, when: str) -> bool:
         cur = await self._db.execute(
@@ -806,31 +573,6 @@ class _SqliteTransaction(Transaction):
             "INSERT OR IGNORE INTO tree_heads (size, root_hash, timestamp, key_id, signature) VALUES (?, ?, ?, ?, ?)",
             (head.size, head.root_hash, head.timestamp, head.key_id, head.signature),
         )
-
-
-async def _uninterrupted(step: Awaitable[T]) -> T:
-    """Await ``step`` to its end even if this task is cancelled meanwhile; the cancellation is raised after.
-
-    For the store's own bookkeeping that leaves the loop (BEGIN and the group's COMMIT on a thread):
-    SQLite runs a statement that was sent whatever happens to the task that sent it, so stopping
-    half-way would only make the store's idea of its transaction wrong.
-    """
-    inner = asyncio.ensure_future(step)
-    interrupted = False
-    while not inner.done():
-        try:
-            await asyncio.shield(inner)
-        except asyncio.CancelledError:
-            # The task itself was cancelled, even when the step ended in the same turn of the loop
-            # (then ``inner`` is done already): that cancellation must not be swallowed.
-            interrupted = interrupted or not inner.cancelled()
-        except BaseException:  # noqa: BLE001, S110 - the step's own error is raised below
-            pass
-    if interrupted:
-        if not inner.cancelled():
-            inner.exception()  # retrieved: the cancellation is what the caller learns
-        raise asyncio.CancelledError
-    return inner.result()
 
 
 #: At most this many changes share one commit, so a steady stream of writers still commits often.
@@ -1050,21 +792,21 @@ class SqliteStore(Store):
 
     async def get_agency(self, agency_id: str) -> Agency | None:
         row = await self._by_key("SELECT * FROM agencies WHERE id = ?", (agency_id,))
-        return _agency(row) if row else None
+        return read_agency(row) if row else None
 
     async def list_agencies(self) -> list[Agency]:
-        return [_agency(r) for r in await self._all("SELECT * FROM agencies ORDER BY name")]
+        return [read_agency(r) for r in await self._all("SELECT * FROM agencies ORDER BY name")]
 
     async def get_member(self, member_id: str) -> Member | None:
         row = await self._by_key("SELECT * FROM members WHERE id = ?", (member_id,))
-        return _member(row) if row else None
+        return read_member(row) if row else None
 
     async def list_members(self, agency_id: str | None = None) -> list[Member]:
         if agency_id is None:
             rows = await self._all("SELECT * FROM members ORDER BY agency_id, display_name")
         else:
             rows = await self._all("SELECT * FROM members WHERE agency_id = ? ORDER BY display_name", (agency_id,))
-        return [_member(r) for r in rows]
+        return [read_member(r) for r in rows]
 
     async def count_members(self) -> int:
         row = await self._one("SELECT COUNT(*) FROM members")
@@ -1105,7 +847,7 @@ class SqliteStore(Store):
             f"SELECT * FROM members WHERE {' AND '.join(clauses)} ORDER BY created, id LIMIT ?",  # noqa: S608 - fixed clauses, values bound
             [*params, limit],
         )
-        return [_member(r) for r in rows]
+        return [read_member(r) for r in rows]
 
     async def keys_of_members(self, member_ids: Sequence[str]) -> dict[str, list[MemberKey]]:
         found: dict[str, list[MemberKey]] = {}
@@ -1119,7 +861,7 @@ class SqliteStore(Store):
                 chunk,
             )
             for row in rows:
-                key = _key(row)
+                key = read_key(row)
                 found.setdefault(key.member_id, []).append(key)
         return found
 
@@ -1131,23 +873,23 @@ class SqliteStore(Store):
                 "SELECT * FROM agencies WHERE (name, id) > (?, ?) ORDER BY name, id LIMIT ?",
                 (after.after_created, after.after_id, limit),
             )
-        return [_agency(r) for r in rows]
+        return [read_agency(r) for r in rows]
 
     async def get_key(self, key_id: str) -> MemberKey | None:
         row = await self._by_key("SELECT * FROM member_keys WHERE key_id = ?", (key_id,))
-        return _key(row) if row else None
+        return read_key(row) if row else None
 
     async def member_keys(self, member_id: str) -> list[MemberKey]:
         rows = await self._all("SELECT * FROM member_keys WHERE member_id = ? ORDER BY created", (member_id,))
-        return [_key(r) for r in rows]
+        return [read_key(r) for r in rows]
 
     async def get_packet(self, packet_id: str) -> PacketRecord | None:
         row = await self._by_key("SELECT * FROM packets WHERE id = ?", (packet_id,))
-        return _packet(row) if row else None
+        return read_packet(row) if row else None
 
     async def deliveries_for_packet(self, packet_id: str) -> list[DeliveryRecord]:
         rows = await self._all("SELECT * FROM deliveries WHERE packet_id = ? ORDER BY recipient_member", (packet_id,))
-        return [_delivery(r) for r in rows]
+        return [read_delivery(r) for r in rows]
 
     async def inbox(
         self, member_id: str, limit: int, after: Page | None = None, states: frozenset[DeliveryState] | None = None
@@ -1169,7 +911,7 @@ class SqliteStore(Store):
             f"{state_clause}{page} ORDER BY d.packet_created DESC, d.packet_id DESC LIMIT ?",
             [member_id, *(wanted or []), *params, limit],
         )
-        return [(_packet(r), _delivery(_Prefixed(r, "d_"))) for r in rows]
+        return [(read_packet(r), read_delivery(Prefixed(r, "d_"))) for r in rows]
 
     async def outbox(
         self, member_id: str, limit: int, after: Page | None = None, states: frozenset[PacketState] | None = None
@@ -1182,7 +924,7 @@ class SqliteStore(Store):
             " ORDER BY created DESC, id DESC LIMIT ?",
             [member_id, *(wanted or []), *params, limit],
         )
-        return [_packet(r) for r in rows]
+        return [read_packet(r) for r in rows]
 
     async def packets_awaiting_approval(
         self, agency_id: str, limit: int, after: Page | None = None
@@ -1193,7 +935,7 @@ class SqliteStore(Store):
             f"{page} ORDER BY created DESC, id DESC LIMIT ?",
             [agency_id, *params, limit],
         )
-        return [_packet(r) for r in rows]
+        return [read_packet(r) for r in rows]
 
     async def statements_for(self, packet_id: str, recipient_member: str | None = None) -> list[LoopStatement]:
         if recipient_member is None:
@@ -1205,11 +947,11 @@ class SqliteStore(Store):
                 "SELECT * FROM loop_statements WHERE packet_id = ? AND recipient_member = ? ORDER BY created, id",
                 (packet_id, recipient_member),
             )
-        return [_statement(r) for r in rows]
+        return [read_statement(r) for r in rows]
 
     async def get_escalation(self, escalation_id: str) -> Escalation | None:
         row = await self._by_key("SELECT * FROM escalations WHERE id = ?", (escalation_id,))
-        return _escalation(row) if row else None
+        return read_escalation(row) if row else None
 
     async def escalations(
         self,
@@ -1240,7 +982,7 @@ class SqliteStore(Store):
             f"SELECT * FROM escalations WHERE ({who}){still_open}{page} ORDER BY raised_at DESC, id DESC LIMIT ?",  # noqa: S608
             [*params, *page_params, limit],
         )
-        return [_escalation(r) for r in rows]
+        return [read_escalation(r) for r in rows]
 
     async def oldest_due_obligation(self, now: str) -> tuple[int, str | None]:
         row = await self._one("SELECT COUNT(*), MIN(due) FROM obligations WHERE state = 'open' AND due <= ?", (now,))
@@ -1248,11 +990,11 @@ class SqliteStore(Store):
 
     async def obligations_for(self, packet_id: str) -> list[Obligation]:
         rows = await self._all("SELECT * FROM obligations WHERE packet_id = ? ORDER BY due, id", (packet_id,))
-        return [_obligation(r) for r in rows]
+        return [read_obligation(r) for r in rows]
 
     async def get_request(self, request_id: str) -> InfoRequest | None:
         row = await self._by_key("SELECT * FROM info_requests WHERE id = ?", (request_id,))
-        return _request(row) if row else None
+        return read_request(row) if row else None
 
     async def requests_for(
         self,
@@ -1282,7 +1024,7 @@ class SqliteStore(Store):
             " ORDER BY created DESC, id DESC LIMIT ?",
             [*params, *(wanted or []), *page_params, limit],
         )
-        return [_request(r) for r in rows]
+        return [read_request(r) for r in rows]
 
     async def share_decisions(
         self, *, member_id: str | None, agency_id: str | None, limit: int, after: Page | None = None
@@ -1298,11 +1040,11 @@ class SqliteStore(Store):
             f"SELECT * FROM share_decisions WHERE {who}{page} ORDER BY created DESC, id DESC LIMIT ?",  # noqa: S608
             [*params, *page_params, limit],
         )
-        return [_share_decision(r) for r in rows]
+        return [read_share_decision(r) for r in rows]
 
     async def packets_for_subject(self, pseudonym: str) -> list[PacketRecord]:
         rows = await self._all("SELECT * FROM packets WHERE subject = ? ORDER BY created, id", (pseudonym,))
-        return [_packet(r) for r in rows]
+        return [read_packet(r) for r in rows]
 
     async def subject_ledger(
         self, pseudonym: str, start: int, limit: int, stop: int | None = None
@@ -1366,18 +1108,18 @@ class SqliteStore(Store):
 
     async def latest_tree_head(self) -> TreeHead | None:
         row = await self._by_key("SELECT * FROM tree_heads ORDER BY size DESC LIMIT 1")
-        return _head(row) if row else None
+        return read_head(row) if row else None
 
     async def tree_head(self, size: int) -> TreeHead | None:
         row = await self._by_key("SELECT * FROM tree_heads WHERE size = ?", (size,))
-        return _head(row) if row else None
+        return read_head(row) if row else None
 
     async def tree_heads(self, start_size: int = 0, limit: int | None = None) -> list[TreeHead]:
         rows = await self._all(
             "SELECT * FROM tree_heads WHERE size >= ? ORDER BY size LIMIT ?",
             (start_size, -1 if limit is None else limit),
         )
-        return [_head(r) for r in rows]
+        return [read_head(r) for r in rows]
 
 
 async def _migrate(db: InlineConnection) -> None:

@@ -70,7 +70,7 @@ def build_app(
         record = Record(config.record_log_path, console=console)
         app[RECORD] = record
         server_key = bootstrap.ensure_server_key(config)
-        store = await open_store(config.database_path)
+        store = await open_store(config.database_target)
         ctx = ServiceContext(
             store=store, config=config, record=record, server_key=server_key, catalogue=load_catalogue(), clock=clock
         )
