@@ -185,6 +185,26 @@ def cpu_seconds(pid: int) -> tuple[float, float, float]:
     return int(fields[11]) / tick, int(fields[12]) / tick, (int(main[11]) + int(main[12])) / tick
 
 
+def total_cpu_seconds(pids: Sequence[int]) -> tuple[float, float, float]:
+    """:func:`cpu_seconds` summed over several processes (the instances of one service)."""
+    totals = [cpu_seconds(pid) for pid in pids]
+    return sum(t[0] for t in totals), sum(t[1] for t in totals), sum(t[2] for t in totals)
+
+
+def family_cpu_seconds(root: int | None) -> float:
+    """User + system CPU of a process and its children so far (PostgreSQL's postmaster and its backends)."""
+    if root is None:
+        return 0.0
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, IndexError, ValueError):
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            if int(stat.parent.name) == root or int(fields[1]) == root:
+                total += (int(fields[11]) + int(fields[12])) / tick
+    return total
+
+
 def memory_mb(pid: int) -> dict[str, float]:
     """Resident memory now and at its peak (``VmRSS``, ``VmHWM``), in MB (MiB)."""
     figures = {}
@@ -193,6 +213,41 @@ def memory_mb(pid: int) -> dict[str, float]:
         if name in ("VmRSS", "VmHWM"):
             figures[name] = round(int(value.split()[0]) / 1024, 1)
     return figures
+
+
+class Region:
+    """The PostgreSQL cluster and the balancer a ``--database postgres`` run starts (nothing on SQLite)."""
+
+    def __init__(self) -> None:
+        self.postgres: Any = None
+        self.balancer: Any = None
+
+    def database(self) -> str:
+        """A fresh database on a throwaway, durable PostgreSQL cluster (fsync on, as in production)."""
+        from throwaway_pg import ThrowawayPostgres
+
+        say("== starting a throwaway PostgreSQL cluster (durable: fsync on)")
+        self.postgres = ThrowawayPostgres()
+        dsn: str = self.postgres.create_database("bench")
+        return dsn
+
+    def database_pid(self) -> int | None:
+        return int(self.postgres.postmaster_pid) if self.postgres is not None and self.postgres.postmaster_pid else None
+
+    def balance(self, ports: Sequence[int]) -> str:
+        """HAProxy in front of the instances; its URL is the service's."""
+        from throwaway_haproxy import ThrowawayHAProxy
+
+        self.balancer = ThrowawayHAProxy([("127.0.0.1", port) for port in ports])
+        say(f"== HAProxy at {self.balancer.url} over {len(ports)} instances")
+        url: str = self.balancer.url
+        return url
+
+    def stop(self) -> None:
+        for part in (self.balancer, self.postgres):
+            if part is not None:
+                part.stop()
+        self.balancer = self.postgres = None
 
 
 # ---------------------------------------------------------------------------- the members and their packets
@@ -304,6 +359,8 @@ class Bench:
     loadgens: int
     max_seconds: float
     server_url: str = ""
+    #: The database server's main process (PostgreSQL's postmaster), whose family's CPU is counted too.
+    database_pid: int | None = None
     cursor: int = 0
     total_items: int = 0
     submitted: int = 0
@@ -311,7 +368,7 @@ class Bench:
     examples: list[str] = field(default_factory=list)
 
     def run(
-        self, name: str, url: str, pid: int, mode: str, start: int, count: int, concurrency: int,
+        self, name: str, url: str, pids: Sequence[int], mode: str, start: int, count: int, concurrency: int,
         *, max_seconds: float | None = None, self_check: bool = False,
     ) -> dict[str, Any]:
         """One phase: ``count`` items from ``start`` at ``concurrency``, over ``--loadgens`` processes."""
@@ -340,7 +397,8 @@ class Bench:
             if process.stdout.readline().strip() != b"ready":
                 process.wait()
                 raise SystemExit(f"{name}: the load generator did not start (exit {process.returncode})")
-        server_cpu = cpu_seconds(pid)
+        server_cpu = total_cpu_seconds(pids)
+        database_cpu = family_cpu_seconds(self.database_pid) if url == self.server_url else 0.0
         for process, _ in running:
             assert process.stdin is not None
             process.stdin.write(b"go\n")
@@ -350,7 +408,8 @@ class Bench:
             if process.wait() != 0:
                 raise SystemExit(f"{name}: the load generator failed (exit {process.returncode})")
             results.append(json.loads(out.read_text()))
-        user, system, main = (after - before for after, before in zip(cpu_seconds(pid), server_cpu, strict=True))
+        user, system, main = (after - before for after, before in zip(total_cpu_seconds(pids), server_cpu, strict=True))
+        database_cpu = (family_cpu_seconds(self.database_pid) - database_cpu) if url == self.server_url else 0.0
         latencies = [ms for r in results for ms in r["latencies_ms"]]
         elapsed = max(r["ended"] for r in results) - min(r["started"] for r in results)
         begun = sum(r["begun"] for r in results)
@@ -375,6 +434,8 @@ class Bench:
             # The event loop's thread alone: one core is all it can ever use.
             "server_main_thread_cores": round(main / elapsed, 2) if elapsed > 0 else 0.0,
             "loadgen_cores": round(sum(r["cpu_seconds"] for r in results) / elapsed, 2) if elapsed > 0 else 0.0,
+            # PostgreSQL's processes, when the service runs on it (0 on SQLite: it lives in the server).
+            "database_cores": round(database_cpu / elapsed, 2) if elapsed > 0 else 0.0,
             "capped": begun < count,
             # Where the next phase's packets start: after the last one begun. Several load generators
             # each cut short their own share, so then the whole slice counts as used.
@@ -385,7 +446,8 @@ class Bench:
             f"p50 {figures['p50_ms']:>7.1f} ms  p99 {figures['p99_ms']:>7.1f} ms  cores: server "
             f"{figures['server_cores']:.2f} ({figures['server_system_share']:.0%} kernel, main thread "
             f"{figures['server_main_thread_cores']:.2f}), "
-            f"load {figures['loadgen_cores']:.2f}{capped}")
+            + (f"postgres {figures['database_cores']:.2f}, " if self.database_pid and url == self.server_url else "")
+            + f"load {figures['loadgen_cores']:.2f}{capped}")
         return figures
 
     def fresh(self, count: int) -> int:
@@ -617,6 +679,14 @@ def met(key: str, value: float) -> str:
     return "met" if ok else "not met"
 
 
+def store_of(result: dict[str, Any]) -> str:
+    """The store and instances a run measured, in words."""
+    if result.get("database") == "postgres":
+        instances = int(result.get("instances", 1))
+        return f"PostgreSQL, {instances} instance{'s behind HAProxy' if instances > 1 else ''}"
+    return "SQLite (embedded), 1 instance"
+
+
 def markdown(result: dict[str, Any]) -> str:
     rows = [
         ("durable submissions/s, concurrency 64", "submit_per_s", f"{result['submit_per_s']:,.0f}/s", "≥ 1,000/s"),
@@ -637,7 +707,7 @@ def markdown(result: dict[str, Any]) -> str:
     quick = " — QUICK run: fewer packets, a smaller ledger" if result["quick"] else ""
     lines = [
         f"Measured {result['date']} on {result['machine']['nproc']} × {result['machine']['cpu']} "
-        f"(Python {result['machine']['python']}){quick}.",
+        f"(Python {result['machine']['python']}){quick}; the store: {store_of(result)}.",
         "",
         "| figure | measured | target | |",
         "|---|---|---|---|",
@@ -683,33 +753,50 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=ROOT / "bench.json")
     parser.add_argument("--markdown", type=Path, default=ROOT / "bench.md")
     parser.add_argument("--keep", action="store_true", help="keep the temporary folder (server log, profile)")
+    parser.add_argument("--database", choices=["sqlite", "postgres"], default="sqlite",
+                        help="the store: the embedded SQLite file, or a throwaway PostgreSQL cluster (durable)")
+    parser.add_argument("--instances", type=int, default=1,
+                        help="server instances (PostgreSQL only; more than one are behind a throwaway HAProxy)")
     args = parser.parse_args(argv)
+    if args.instances < 1 or (args.instances > 1 and args.database != "postgres"):
+        parser.error("--instances N > 1 needs --database postgres (instances share one store)")
     sizes = QUICK if args.quick else FULL
     low, high = (int(p) for p in args.ports.split("-"))
     began = time.monotonic()
     work = Path(tempfile.mkdtemp(prefix="exchange-bench-"))
-    server: subprocess.Popen[bytes] | None = None
+    servers: list[subprocess.Popen[bytes]] = []
     floor: subprocess.Popen[bytes] | None = None
+    region = Region()
     detail: dict[str, Any] = {"submit": {}, "floor": {}, "loop": {}}
     say(f"bench{' (QUICK: fewer packets, a smaller ledger)' if args.quick else ''} in {work}")
     try:
-        port = free_port(low, high)
-        floor_port = free_port(low, high, taken=[port])
-        url, floor_url = f"http://127.0.0.1:{port}", f"http://127.0.0.1:{floor_port}"
-        config = Config(data_dir=work / "var", keys_dir=work / "keys")
+        ports = [free_port(low, high)]
+        for _ in range(args.instances):
+            ports.append(free_port(low, high, taken=ports))
+        floor_port, instance_ports = ports[0], ports[1:]
+        url, floor_url = f"http://127.0.0.1:{instance_ports[0]}", f"http://127.0.0.1:{floor_port}"
+        database = region.database() if args.database == "postgres" else None
+        config = Config(data_dir=work / "var", keys_dir=work / "keys", database=database)
         key_dir = work / "keys" / "demo"
         cast = asyncio.run(seed(config, key_dir, url, args.senders, args.recipients))
         keys = work / "keys.json"
         keys.write_text(json.dumps(cast.keys_json()))
-        server = start([
-            sys.executable, "-m", "exchange.cli.main", "serve", "--data-dir", str(config.data_dir),
-            "--keys-dir", str(config.keys_dir), "--port", str(port),
-            "--rate-limit-per-minute", "1000000000", "--max-concurrent-requests", "4096",
-        ], work / "server.log")
+        for n, port in enumerate(instance_ports):
+            servers.append(start([
+                sys.executable, "-m", "exchange.cli.main", "serve", "--data-dir", str(config.data_dir / f"i{n}"),
+                "--keys-dir", str(config.keys_dir), "--port", str(port),
+                "--rate-limit-per-minute", "1000000000", "--max-concurrent-requests", "4096",
+                *(["--database", database] if database else []),
+            ], work / f"server-{n}.log"))
         floor = start([sys.executable, str(SCRIPTS / "bench_floor.py"), "--port", str(floor_port),
                        "--database", str(work / "floor.sqlite"), "--keys", str(keys)], work / "floor.log")
-        wait_healthy(url, server, work / "server.log")
+        for n, (port, server) in enumerate(zip(instance_ports, servers, strict=True)):
+            wait_healthy(f"http://127.0.0.1:{port}", server, work / f"server-{n}.log")
         wait_healthy(floor_url, floor, work / "floor.log")
+        if len(servers) > 1:
+            url = region.balance(instance_ports)
+        server = servers[0]
+        pids = [process.pid for process in servers]
         phases = sizes.warm + sum(sizes.submit.values()) + sum(sizes.loop.values()) + sizes.profile
         total = max(sizes.rss_packets, phases)
         items = work / "items.jsonl"
@@ -717,25 +804,26 @@ def main(argv: list[str] | None = None) -> int:
         say(f"== sealing {total:,} packets with the SDK ({args.senders} senders, {args.recipients} recipients)")
         seal_s = asyncio.run(seal(url, cast, linkage, total, items))
         say(f"  {seal_s:.1f} s ({total / seal_s:.0f}/s)")
-        bench = Bench(work, items, keys, args.loadgens, sizes.max_seconds, total_items=total, server_url=url)
+        bench = Bench(work, items, keys, args.loadgens, sizes.max_seconds, total_items=total, server_url=url,
+                      database_pid=region.database_pid())
         rss_start = memory_mb(server.pid)
 
         say("== warm-up, then submissions (service, then the floor with the same packets)")
         start_at = bench.fresh(sizes.warm)
-        bench.used(bench.run("warm-up", url, server.pid, "submit", start_at, sizes.warm, 16, self_check=True))
-        bench.run("floor warm-up", floor_url, floor.pid, "submit", start_at, sizes.warm, 16)
+        bench.used(bench.run("warm-up", url, pids, "submit", start_at, sizes.warm, 16, self_check=True))
+        bench.run("floor warm-up", floor_url, [floor.pid], "submit", start_at, sizes.warm, 16)
         for level in LEVELS:
             start_at = bench.fresh(sizes.submit[level])
             count = sizes.submit[level]
-            detail["submit"][str(level)] = bench.run("submit", url, server.pid, "submit", start_at, count, level)
+            detail["submit"][str(level)] = bench.run("submit", url, pids, "submit", start_at, count, level)
             bench.used(detail["submit"][str(level)])
-            floor_figures = bench.run("floor", floor_url, floor.pid, "submit", start_at, count, level)
+            floor_figures = bench.run("floor", floor_url, [floor.pid], "submit", start_at, count, level)
             floor_figures.pop("_end")
             detail["floor"][str(level)] = floor_figures
         say("== the whole loop: submit, fetch, acknowledge")
         for level in LEVELS:
             start_at = bench.fresh(sizes.loop[level])
-            detail["loop"][str(level)] = bench.run("loop", url, server.pid, "loop", start_at, sizes.loop[level], level)
+            detail["loop"][str(level)] = bench.run("loop", url, pids, "loop", start_at, sizes.loop[level], level)
             bench.used(detail["loop"][str(level)])
         if args.no_profile:
             detail["profile"] = {"error": "skipped (--no-profile)"}
@@ -744,33 +832,39 @@ def main(argv: list[str] | None = None) -> int:
             raw = work / "profile.txt"
             with profiling(server.pid, raw, native=args.native) as outcome:
                 start_at = bench.fresh(sizes.profile)
-                figures = bench.run("profiled submit", url, server.pid, "submit", start_at, sizes.profile, 64)
+                figures = bench.run("profiled submit", url, pids, "submit", start_at, sizes.profile, 64)
                 bench.used(figures)
             detail["profile"] = outcome if "error" in outcome else read_profile(raw) | {"phase": figures}
         topup = sizes.rss_packets - bench.submitted
         if topup > 0:
             say(f"== submitting {topup:,} more packets, to {sizes.rss_packets:,} in all")
             start_at = bench.fresh(topup)
-            bench.used(bench.run("top-up", url, server.pid, "submit", start_at, topup, 64,
+            bench.used(bench.run("top-up", url, pids, "submit", start_at, topup, 64,
                                            max_seconds=sizes.topup_seconds))
         rss = memory_mb(server.pid)
         detail["rss"] = {"packets": bench.submitted, "start_mb": rss_start.get("VmRSS"), "end_mb": rss.get("VmRSS"),
                          "peak_mb": rss.get("VmHWM")}
         say(f"  server RSS {rss.get('VmRSS')} MB after {bench.submitted:,} packets "
             f"(at the start {rss_start.get('VmRSS')} MB)")
-        stop(server)
+        for process in servers:
+            stop(process)
         stop(floor)
-        server = floor = None
+        servers, floor = [], None
+        region.stop()
         detail.update(ledger_figures(sizes.ledger_entries, sizes.ledger_repeat, sizes.inclusion_samples, work))
         detail["sealing"] = {"packets": total, "seconds": round(seal_s, 1)}
     finally:
-        stop(server)
+        for process in servers:
+            stop(process)
         stop(floor)
+        region.stop()
     sixty_four = detail["submit"]["64"]
     floor64 = detail["floor"]["64"]
     result: dict[str, Any] = {
         "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "quick": args.quick,
+        "database": args.database,
+        "instances": args.instances,
         "machine": machine(),
         "submit_per_s": sixty_four["per_s"],
         "submit_p50_ms": sixty_four["p50_ms"],
