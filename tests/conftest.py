@@ -24,9 +24,7 @@ from exchange.store import Store
 from exchange.web.app import build_app
 from exchange.web.keys import CONTEXT
 
-pytest_plugins = ["tests.pg_fixtures"]
-
-pytest_plugins = ["tests.pg_store_fixtures"]
+pytest_plugins = ["tests.pg_fixtures", "tests.pg_store_fixtures"]
 
 # Property tests have no deadline: a 2-core CI machine is slower than a laptop, and speed is judged in
 # scripts/bench, not in unit tests. HYPOTHESIS_PROFILE=thorough runs 1000 examples where a test sets no count.
