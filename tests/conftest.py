@@ -77,7 +77,7 @@ def make_config(root: Path, **overrides: object) -> Config:
     from tests.pg_store_fixtures import deployment_database, deployments_use_postgres
 
     if deployments_use_postgres() and "database" not in overrides:
-        settings["database"] = deployment_database()
+        settings["database"] = deployment_database(Path(str(overrides.get("data_dir", settings["data_dir"]))))
     settings.update(overrides)
     return Config(**settings)  # type: ignore[arg-type]
 

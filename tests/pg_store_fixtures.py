@@ -11,6 +11,7 @@ import os
 import secrets
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 import pytest
@@ -19,8 +20,9 @@ ENV = "EXCHANGE_TEST_POSTGRES_URL"
 #: ``EXCHANGE_TEST_ENGINE=postgres`` runs every deployment of the end-to-end tests on a fresh PostgreSQL
 #: database (tests/conftest.py make_config): a switch for running the suite on PostgreSQL by hand.
 ENGINE_ENV = "EXCHANGE_TEST_ENGINE"
-#: Databases made for deployments (see deployment_database), dropped when the session ends.
-_DEPLOYMENT_DATABASES: list[str] = []
+#: Databases made for deployments by their data directory (see deployment_database), dropped when the
+#: session ends.
+_DEPLOYMENT_DATABASES: dict[str, str] = {}
 
 
 @pytest.fixture(scope="session")
@@ -78,18 +80,23 @@ def deployments_use_postgres() -> bool:
     return os.environ.get(ENGINE_ENV, "sqlite") == "postgres"
 
 
-def deployment_database() -> str:
-    """A fresh database for one deployment, made from a plain function (make_config is not async).
+def deployment_database(data_dir: Path) -> str:
+    """The database of the deployment kept in ``data_dir``: fresh the first time, the same one after.
 
-    The database is made on a thread with a loop of its own, since the caller may be inside a running
-    loop; it is dropped when the session ends.
+    As a data directory holds one SQLite file, it stands for one database here, so servers started on
+    one directory share their store. Made from a plain function (make_config is not async), on a
+    thread with a loop of its own since the caller may be inside a running loop; dropped when the
+    session ends.
     """
+    known = _DEPLOYMENT_DATABASES.get(str(data_dir))
+    if known is not None:
+        return known
     server = os.environ.get(ENV)
     if not server:
         raise RuntimeError(f"{ENGINE_ENV}=postgres needs {ENV}, an admin postgresql:// URL")
     with ThreadPoolExecutor(1) as thread:
         url = thread.submit(asyncio.run, create_database(server)).result()
-    _DEPLOYMENT_DATABASES.append(url)
+    _DEPLOYMENT_DATABASES[str(data_dir)] = url
     return url
 
 
@@ -100,7 +107,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         return
 
     async def drop_all() -> None:
-        for url in _DEPLOYMENT_DATABASES:
+        for url in _DEPLOYMENT_DATABASES.values():
             await drop_database(server, url)
 
     asyncio.run(drop_all())

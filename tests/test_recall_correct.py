@@ -17,7 +17,7 @@ from exchange.examples import imminent_harm, referral, referral_without_consent
 from exchange.lifecycle import ApprovalState, Party, Step
 from exchange.lifecycle import DeliveryState as D
 from exchange.lifecycle import PacketState as P
-from exchange.store.sqlite import SqliteStore
+from exchange.store import Store, open_store
 from tests.conftest import Deployment
 from tests.test_cli import cli, cli_json
 
@@ -27,9 +27,9 @@ def _id(deployment: Deployment, label: str) -> str:
 
 
 @asynccontextmanager
-async def _store(deployment: Deployment) -> AsyncIterator[SqliteStore]:
+async def _store(deployment: Deployment) -> AsyncIterator[Store]:
     """A second connection to the running server's database, to read what the API does not show."""
-    store = await SqliteStore.open(deployment.config.database_path)
+    store = await open_store(deployment.config.database_target)
     try:
         yield store
     finally:
