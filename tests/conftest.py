@@ -24,7 +24,7 @@ from exchange.store import Store
 from exchange.web.app import build_app
 from exchange.web.keys import CONTEXT
 
-pytest_plugins = ["tests.pg_fixtures", "tests.pg_store_fixtures"]
+pytest_plugins = ["tests.pg_fixtures"]
 
 # Property tests have no deadline: a 2-core CI machine is slower than a laptop, and speed is judged in
 # scripts/bench, not in unit tests. HYPOTHESIS_PROFILE=thorough runs 1000 examples where a test sets no count.
@@ -74,7 +74,7 @@ def make_config(root: Path, **overrides: object) -> Config:
         "head_interval_ms": 50,
         "head_batch_entries": 8,
     }
-    from tests.pg_store_fixtures import deployment_database, deployments_use_postgres
+    from tests.pg_fixtures import deployment_database, deployments_use_postgres
 
     if deployments_use_postgres() and "database" not in overrides:
         settings["database"] = deployment_database(Path(str(overrides.get("data_dir", settings["data_dir"]))))

@@ -42,29 +42,71 @@ def _missing(reason: str, variable: str) -> NoReturn:
     pytest.skip(reason)
 
 
+_shared: list[ThrowawayPostgres] = []
+
+
+def shared_cluster() -> ThrowawayPostgres:
+    """The run's one throwaway PostgreSQL cluster on loopback, started on first use, fsync off (its data
+    is thrown away); stopped when the run ends. For fixtures, and for ``make_config`` (not a fixture)."""
+    if not _shared:
+        try:
+            binaries = PostgresBinaries.find()
+        except PostgresNotInstalled as missing:
+            _missing(str(missing), REQUIRE_POSTGRES)
+        _shared.append(ThrowawayPostgres(fast=True, binaries=binaries))
+    return _shared[0]
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    for cluster in _shared:
+        cluster.stop()
+    _shared.clear()
+
+
 @pytest.fixture(scope="session")
-def postgres_cluster() -> Iterator[ThrowawayPostgres]:
-    """One throwaway PostgreSQL cluster on loopback for the whole run, fsync off (its data is thrown away)."""
-    try:
-        binaries = PostgresBinaries.find()
-    except PostgresNotInstalled as missing:
-        _missing(str(missing), REQUIRE_POSTGRES)
-    with ThrowawayPostgres(fast=True, binaries=binaries) as cluster:
-        yield cluster
+def postgres_cluster() -> ThrowawayPostgres:
+    """The run's throwaway PostgreSQL cluster (:func:`shared_cluster`)."""
+    return shared_cluster()
 
 
 _database_numbers = itertools.count(1)
 
 
+def _database_name(label: str) -> str:
+    # What it is for in the database's name, so a leftover one (or its log lines) says whose it was.
+    return f"t{next(_database_numbers)}_{re.sub(r'[^a-z0-9_]+', '_', label.lower())[:40].strip('_')}"
+
+
 @pytest.fixture
 def postgres_dsn(postgres_cluster: ThrowawayPostgres, request: pytest.FixtureRequest) -> Iterator[str]:
     """The DSN of a new, empty database for this test alone, dropped after it."""
-    # The test's name in the database's, so a leftover one (or its log lines) says whose it was.
-    label = re.sub(r"[^a-z0-9_]+", "_", request.node.name.lower())[:40].strip("_")
-    name = f"t{next(_database_numbers)}_{label}"
+    name = _database_name(request.node.name)
     dsn = postgres_cluster.create_database(name)
     yield dsn
     postgres_cluster.drop_database(name)
+
+
+#: ``EXCHANGE_TEST_ENGINE=postgres`` runs every deployment of the end-to-end tests on PostgreSQL
+#: (tests/conftest.py ``make_config``); scripts/test does so for the end-to-end files after the SQLite run.
+ENGINE_ENV = "EXCHANGE_TEST_ENGINE"
+_deployment_databases: dict[str, str] = {}
+
+
+def deployments_use_postgres() -> bool:
+    """Whether this run puts every deployment on PostgreSQL (``EXCHANGE_TEST_ENGINE=postgres``)."""
+    return os.environ.get(ENGINE_ENV, "sqlite") == "postgres"
+
+
+def deployment_database(data_dir: Path) -> str:
+    """The database of the deployment kept in ``data_dir``: fresh the first time, the same one after.
+
+    As a data directory holds one SQLite file, it stands for one database here, so servers started on
+    one directory (a restart, two instances) share their store. The cluster is thrown away at the end.
+    """
+    known = _deployment_databases.get(str(data_dir))
+    if known is None:
+        known = _deployment_databases[str(data_dir)] = shared_cluster().create_database(_database_name("deployment"))
+    return known
 
 
 @pytest.fixture(scope="session")

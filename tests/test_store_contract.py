@@ -1,7 +1,7 @@
 """The store's contract, held by every engine: the same tests on SQLite and on PostgreSQL.
 
-The PostgreSQL cases need a server (tests/pg_store_fixtures.py: ``EXCHANGE_TEST_POSTGRES_URL``) and
-are skipped without one. Two store objects on one database stand for two instances of the exchange.
+The PostgreSQL cases run on a fresh database of the run's throwaway cluster (tests/pg_fixtures.py). Two
+store objects on one database stand for two instances of the exchange.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from throwaway_pg import ThrowawayPostgres
 
 from exchange.domain import (
     Agency,
@@ -37,7 +38,6 @@ from exchange.ledger import leaf_hash, root_hash, tree
 from exchange.lifecycle import DeliveryState, PacketState, RequestState
 from exchange.service.context import append_to_ledger
 from exchange.store import Store, open_store
-from tests.pg_store_fixtures import create_database, drop_database
 
 T0 = "2026-01-01T00:00:00.000Z"
 
@@ -77,21 +77,14 @@ class Engine:
 
 @pytest.fixture(params=["sqlite", "postgres"])
 async def engine(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Engine]:
-    """A fresh database of each engine; every store opened on it is closed after the test.
-
-    (The PostgreSQL database is made here like ``postgres_database`` makes it: an async fixture
-    cannot ask for another one by name.)
-    """
-    server = request.getfixturevalue("postgres_url") if request.param == "postgres" else None
-    target = await create_database(server) if server else f"sqlite:{tmp_path / 'exchange.sqlite'}"
-    opened = Engine(request.param, target, [])
+    """A fresh database of each engine; every store opened on it is closed after the test."""
+    target = request.getfixturevalue("postgres_dsn") if request.param == "postgres" else None
+    opened = Engine(request.param, target or f"sqlite:{tmp_path / 'exchange.sqlite'}", [])
     try:
         yield opened
     finally:
         for store in opened.stores:
             await store.close()
-        if server:
-            await drop_database(server, target)
 
 
 @pytest.fixture
@@ -101,11 +94,11 @@ async def store(engine: Engine) -> Store:
 
 
 @pytest.fixture
-async def both(postgres_database: str, tmp_path: Path) -> AsyncIterator[tuple[Store, Store]]:
+async def both(postgres_dsn: str, tmp_path: Path) -> AsyncIterator[tuple[Store, Store]]:
     """A SQLite store and a PostgreSQL store, both fresh, to compare results."""
     lite = await open_store(f"sqlite:{tmp_path / 'exchange.sqlite'}")
     try:
-        pg = await open_store(postgres_database)
+        pg = await open_store(postgres_dsn)
     except BaseException:
         await lite.close()
         raise
@@ -527,15 +520,17 @@ async def test_ping_answers_while_the_database_is_there(store: Store) -> None:
     await store.ping()
 
 
-async def test_ping_on_a_database_gone_away_is_store_unavailable(postgres_url: str, postgres_database: str) -> None:
+async def test_ping_on_a_database_gone_away_is_store_unavailable(
+    postgres_cluster: ThrowawayPostgres, postgres_dsn: str
+) -> None:
     """When the server no longer lets the instance in, ping raises StoreUnavailable (503), not a crash."""
     import asyncpg
 
-    store = await open_store(postgres_database)
+    store = await open_store(postgres_dsn)
     try:
         await store.ping()
-        name = postgres_database.rsplit("/", 1)[1]
-        admin = await asyncpg.connect(postgres_url)
+        name = postgres_dsn.rsplit("/", 1)[1]
+        admin = await asyncpg.connect(postgres_cluster.dsn)
         try:
             await admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS false')
             await admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1", name)
