@@ -25,6 +25,7 @@ from exchange.democlock import FileOffsetClock
 from exchange.domain import utc_now
 from exchange.errors import ExchangeError, InvalidRequest
 from exchange.keyfile import MemberCredentials, is_key_file, load_enrolment
+from exchange.store import engine_of
 from exchange.transparency import TrustState
 
 DEFAULT_SERVER = "http://127.0.0.1:8080"
@@ -68,6 +69,13 @@ def _identifier_override(parser: argparse.ArgumentParser) -> None:
 def _server_options(parser: argparse.ArgumentParser) -> None:
     _common(parser)
     parser.add_argument("--data-dir", type=Path, default=Path("var"), help="database and record log folder")
+    parser.add_argument(
+        "--database",
+        metavar="URL",
+        default=os.environ.get("EXCHANGE_DATABASE_URL") or None,
+        help="the store: a postgresql:// URL (several instances may share it), sqlite:PATH or a file"
+        " (default: $EXCHANGE_DATABASE_URL, else DATA_DIR/exchange.sqlite)",
+    )
     parser.add_argument("--keys-dir", type=Path, default=Path("keys"), help="where the server key lives")
     parser.add_argument("--record-log", type=Path, help="record log file (JSON lines)")
 
@@ -240,10 +248,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def config_from(args: argparse.Namespace, **overrides: Any) -> Config:
+    database = getattr(args, "database", None)
+    if database:
+        engine_of(database)  # a URL of an unknown scheme is refused here, before anything starts
     return Config(
         data_dir=args.data_dir.resolve(),
         keys_dir=args.keys_dir.resolve(),
         record_log=args.record_log.resolve() if args.record_log else None,
+        database=database,
         **overrides,
     )
 

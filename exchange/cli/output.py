@@ -8,6 +8,7 @@ import sys
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 from exchange.config import Config
 from exchange.domain import parse_iso
@@ -277,7 +278,18 @@ def print_demo_banner(url: str, config: Config, demo_dir: Path, created: Sequenc
         f"  exchange template referral_to_childrens_social_care > referral.json   # fill it in\n"
         f"  exchange send referral.json --key {demo_dir}/school-dsl.json\n"
         f"  exchange inbox --key {demo_dir}/csc-duty.json\n"
-        f"Server key: {config.server_public_key_path}; database: {config.database_path};"
+        f"Server key: {config.server_public_key_path}; database: {shown_database(config)};"
         f" record: {config.record_log_path}\n",
         file=sys.stderr,
     )
+
+
+def shown_database(config: Config) -> str:
+    """Where the store is, fit to print: a URL's password is never shown."""
+    target = str(config.database_target)
+    parts = urlsplit(target)
+    if parts.password is None:
+        return target
+    host = parts.hostname or ""
+    netloc = f"{parts.username}:***@{host}" + (f":{parts.port}" if parts.port else "")
+    return urlunsplit(parts._replace(netloc=netloc))
