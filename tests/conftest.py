@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
+import itertools
 import json
 import os
+import re
+import sqlite3
 from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import AbstractAsyncContextManager
+from contextlib import AbstractAsyncContextManager, closing
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -20,7 +24,7 @@ from exchange.client import ExchangeClient
 from exchange.config import Config
 from exchange.domain import utc_now
 from exchange.keyfile import MemberCredentials
-from exchange.store import Store
+from exchange.store import Store, engine_of, sqlite_path
 from exchange.web.app import build_app
 from exchange.web.keys import CONTEXT
 
@@ -108,6 +112,49 @@ async def ledger_entries(deployment: Deployment, **filters: str) -> list[dict[st
         if len(rows) < 1000:
             return found
         start = rows[-1][0] + 1
+
+
+async def beside(deployment: Deployment, sql: str, *params: Any) -> list[tuple[Any, ...]]:
+    """Run one SQL statement on the deployment's database directly, beside its server, on either engine.
+
+    For what the API cannot do by design: an attacker (or a careless operator) with write access to the
+    database, or a count of rows the API never lists. ``?`` placeholders; returns the rows (none for a
+    write), so ``len(await beside(..., "UPDATE ... RETURNING 1", ...))`` counts the rows changed.
+    """
+    target = deployment.config.database_target
+    if engine_of(target) == "postgres":
+        import asyncpg
+
+        numbers = itertools.count(1)
+        connection = await asyncpg.connect(str(target))
+        try:
+            rows = await connection.fetch(re.sub(r"\?", lambda _: f"${next(numbers)}", sql), *params)
+        finally:
+            await connection.close()
+        return [tuple(row) for row in rows]
+
+    def run() -> list[tuple[Any, ...]]:
+        with closing(sqlite3.connect(sqlite_path(target), timeout=30)) as db, db:
+            return [tuple(row) for row in db.execute(sql, params).fetchall()]
+
+    return await asyncio.to_thread(run)
+
+
+async def stored_bytes(deployment: Deployment) -> bytes:
+    """Everything the deployment's database holds, as bytes: the SQLite file and its WAL, or every
+    PostgreSQL table's values (raw bytes for bytea, text for the rest); for checks that no content is kept."""
+    target = deployment.config.database_target
+    if engine_of(target) != "postgres":
+        path = sqlite_path(target)
+        wal = path.with_name(path.name + "-wal")
+        return path.read_bytes() + (wal.read_bytes() if wal.exists() else b"")
+    found = bytearray()
+    tables = await beside(deployment, "SELECT tablename FROM pg_tables WHERE schemaname = 'public'")
+    for (table,) in tables:
+        for row in await beside(deployment, f'SELECT * FROM "{table}"'):  # noqa: S608 - names from pg_tables
+            for value in row:
+                found += value if isinstance(value, bytes) else str(value).encode()
+    return bytes(found)
 
 
 @pytest.fixture

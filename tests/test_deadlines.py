@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import sqlite3
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -16,7 +15,7 @@ from exchange.service import steps
 from exchange.service.context import ServiceContext
 from exchange.service.deadlines import DeadlineWorker, Round
 from exchange.web.keys import CONTEXT
-from tests.conftest import Deployment, Servers
+from tests.conftest import Deployment, Servers, beside
 from tests.test_cli import cli, cli_json
 
 #: Everyone in the demo directory who might look; each test says who must and must not see what.
@@ -441,19 +440,16 @@ async def test_a_request_answered_before_its_obligation_fires_is_cancelled(deplo
     requester, holder = deployment.credentials("police-officer"), deployment.credentials("csc-manager")
     now = iso(ctx.clock())
 
-    def insert_requests() -> None:
-        # No request feature yet: the rows as it would store them, written beside the running server.
-        with sqlite3.connect(ctx.config.database_path, timeout=30) as db:
-            for request_id, state in (("req_open", "open"), ("req_answered", "answered")):
-                db.execute(
-                    "INSERT INTO info_requests (id, requester_member, requester_agency, holder_agency, document,"
-                    " digest, key_id, signature, purpose, urgency, state, created)"
-                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    (request_id, requester.member_id, requester.agency_id, holder.agency_id, b"{}", request_id,
-                     "k", b"", "information_request", "urgent", state, now),
-                )
-
-    await asyncio.to_thread(insert_requests)
+    # The rows as the request feature would store them, written beside the running server.
+    for request_id, state in (("req_open", "open"), ("req_answered", "answered")):
+        await beside(
+            deployment,
+            "INSERT INTO info_requests (id, requester_member, requester_agency, holder_agency, document,"
+            " digest, key_id, signature, purpose, urgency, state, created)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            request_id, requester.member_id, requester.agency_id, holder.agency_id, b"{}", request_id,
+            "k", b"", "information_request", "urgent", state, now,
+        )
     for request_id in ("req_open", "req_answered"):
         await _add_obligation(
             ctx,

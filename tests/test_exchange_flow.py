@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import sqlite3
 from dataclasses import replace
 from typing import Any
 
@@ -13,7 +12,7 @@ from exchange import crypto
 from exchange.client import ApiError
 from exchange.errors import CryptoError
 from exchange.examples import referral
-from tests.conftest import Deployment, ledger_entries
+from tests.conftest import Deployment, beside, ledger_entries, stored_bytes
 
 
 async def _ids(deployment: Deployment) -> dict[str, str]:
@@ -72,9 +71,7 @@ async def test_the_server_stores_no_content(deployment: Deployment) -> None:
     ids = await _ids(deployment)
     async with deployment.client("school-dsl") as dsl:
         await dsl.send(referral([ids["csc-duty"]]))
-    database = deployment.config.database_path.read_bytes()
-    wal = deployment.config.database_path.with_name("exchange.sqlite-wal")
-    everything = database + (wal.read_bytes() if wal.exists() else b"") + deployment.config.record_log_path.read_bytes()
+    everything = await stored_bytes(deployment) + deployment.config.record_log_path.read_bytes()
     for secret in (b"Jamie Example", b"943 476 5919", b"9434765919", b"Bruising"):
         assert secret not in everything
 
@@ -207,14 +204,13 @@ async def test_the_sender_checks_each_recipients_key_against_its_key_id(deployme
     writing to its database) is caught by the sender's client before anything is sealed to it."""
     ids = await _ids(deployment)
     intruder = crypto.EncryptionKey.generate()
-    db = sqlite3.connect(deployment.config.database_path)
-    with db:
-        changed = db.execute(
-            "UPDATE member_keys SET public_key = ? WHERE member_id = ? AND use = 'encryption'",
-            (intruder.public_bytes, ids["csc-duty"]),
-        ).rowcount
-    db.close()
-    assert changed == 1
+    changed = await beside(
+        deployment,
+        "UPDATE member_keys SET public_key = ? WHERE member_id = ? AND use = 'encryption' RETURNING 1",
+        intruder.public_bytes,
+        ids["csc-duty"],
+    )
+    assert len(changed) == 1
     async with deployment.client("school-dsl") as dsl:
         with pytest.raises(CryptoError, match="does not match its key id"):
             await dsl.prepare(referral([ids["csc-duty"]]))

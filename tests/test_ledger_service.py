@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import sqlite3
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -23,7 +22,7 @@ from exchange.ledger import TreeHead, leaf_hash, verify_consistency, verify_expo
 from exchange.ledger.proofs import check_inclusion_answer
 from exchange.service.background import stop_task
 from exchange.web.keys import CONTEXT
-from tests.conftest import Deployment, Servers
+from tests.conftest import Deployment, Servers, beside
 
 
 async def _signed_size_at_least(client: ExchangeClient, size: int) -> TreeHead:
@@ -184,9 +183,7 @@ async def test_each_receipt_proves_the_ledger_extends_the_head_seen_before(deplo
             await dsl.receipt(second["seq"], key, last_head=replace(latest, size=latest.size + 5))
         # Only from a size the server signed can a proof be given. A submission appends two entries
         # together, so some size below the latest head was never signed.
-        db = sqlite3.connect(deployment.config.database_path)
-        signed = {size for (size,) in db.execute("SELECT size FROM tree_heads")}
-        db.close()
+        signed = {size for (size,) in await beside(deployment, "SELECT size FROM tree_heads")}
         unsigned = min(set(range(1, latest.size)) - signed)
         with pytest.raises(ApiError) as unknown:
             await dsl.request("GET", f"/v1/ledger/receipts/{second['seq']}?since={unsigned}")

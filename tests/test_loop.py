@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import sqlite3
 from collections import Counter
 from typing import Any
 
@@ -15,17 +14,13 @@ from exchange import crypto, feedback, statements
 from exchange.client import ApiError, ExchangeClient
 from exchange.errors import CryptoError, InvalidRequest
 from exchange.examples import referral
-from tests.conftest import Deployment, ledger_entries, store_of
+from tests.conftest import Deployment, beside, ledger_entries, store_of
 
 NARRATIVE = "Strategy discussion held with police and health; s.47 enquiry opened."
 
 
 def _id(deployment: Deployment, label: str) -> str:
     return deployment.credentials(label).member_id or ""
-
-
-def _db(deployment: Deployment) -> sqlite3.Connection:
-    return sqlite3.connect(deployment.config.database_path)
 
 
 async def ledger_types(deployment: Deployment, packet_id: str) -> Counter[str]:
@@ -306,15 +301,13 @@ async def test_tampering_with_a_stored_note_or_statement_is_caught(deployment: D
     async with deployment.client("csc-duty") as recipient:
         await recipient.report(packet_id, "strategy_discussion_s47_enquiry", NARRATIVE)
 
-    def change(column: str, alter: Any) -> bytes:
-        with _db(deployment) as db:
-            (original,) = db.execute(f"SELECT {column} FROM loop_statements").fetchone()  # noqa: S608 - fixed names
-            db.execute(f"UPDATE loop_statements SET {column} = ?", (alter(bytes(original)),))  # noqa: S608
+    async def change(column: str, alter: Any) -> bytes:
+        [(original,)] = await beside(deployment, f"SELECT {column} FROM loop_statements")  # noqa: S608 - fixed names
+        await beside(deployment, f"UPDATE loop_statements SET {column} = ?", alter(bytes(original)))  # noqa: S608
         return bytes(original)
 
-    def restore(column: str, original: bytes) -> None:
-        with _db(deployment) as db:
-            db.execute(f"UPDATE loop_statements SET {column} = ?", (original,))  # noqa: S608 - fixed names
+    async def restore(column: str, original: bytes) -> None:
+        await beside(deployment, f"UPDATE loop_statements SET {column} = ?", original)  # noqa: S608 - fixed names
 
     def flip(data: bytes) -> bytes:
         return data[:-1] + bytes([data[-1] ^ 1])
@@ -324,10 +317,10 @@ async def test_tampering_with_a_stored_note_or_statement_is_caught(deployment: D
 
     async with deployment.client("school-dsl") as dsl:
         for column, alter in (("sealed_note", flip), ("statement", downgrade), ("signature", flip)):
-            original = change(column, alter)
+            original = await change(column, alter)
             with pytest.raises(CryptoError):
                 await dsl.loop(packet_id)
-            restore(column, original)
+            await restore(column, original)
         assert (await dsl.loop(packet_id)).recipients[0].statements[0].note == {"narrative": NARRATIVE}
 
 
@@ -342,23 +335,21 @@ async def test_attack_a_note_moved_or_statements_reordered_in_the_database(deplo
         await dsl.query(packet_id, duty, "Which hub?")
     async with deployment.client("csc-duty") as recipient:
         second = await recipient.report(packet_id, "referred_on", "The north hub.")
-    with _db(deployment) as db:
-        db.execute(
-            "UPDATE loop_statements SET created = '2000-01-01T00:00:00.000Z' WHERE id = ?", (second["statement_id"],)
-        )
+    moved = "UPDATE loop_statements SET created = '2000-01-01T00:00:00.000Z' WHERE id = ?"
+    await beside(deployment, moved, second["statement_id"])
     async with deployment.client("school-dsl") as dsl:
         ordered = (await dsl.loop(packet_id)).recipient(duty).statements
         assert [s.step for s in ordered] == ["report", "query", "report"]
-        with _db(deployment) as db:
-            db.execute(
-                "UPDATE loop_statements SET sealed_note = (SELECT sealed_note FROM loop_statements WHERE id = ?)"
-                " WHERE id = ?",
-                (first["statement_id"], second["statement_id"]),
-            )
+        await beside(
+            deployment,
+            "UPDATE loop_statements SET sealed_note = (SELECT sealed_note FROM loop_statements WHERE id = ?)"
+            " WHERE id = ?",
+            first["statement_id"],
+            second["statement_id"],
+        )
         with pytest.raises(CryptoError):
             await dsl.loop(packet_id)
-        with _db(deployment) as db:
-            db.execute("DELETE FROM loop_statements WHERE id = ?", (second["statement_id"],))
+        await beside(deployment, "DELETE FROM loop_statements WHERE id = ?", second["statement_id"])
         with pytest.raises(CryptoError, match="last statement"):
             await dsl.loop(packet_id)
 
@@ -436,8 +427,7 @@ async def test_race_eight_concurrent_reports_on_one_copy_one_wins(deployment: De
     assert len(wins) == 1 and len(losses) == 7, outcomes
     assert {loss.http_status for loss in losses} == {409}
     assert (await ledger_types(deployment, packet_id))["packet.action_reported"] == 1
-    with _db(deployment) as db:
-        assert db.execute("SELECT count(*) FROM loop_statements").fetchone()[0] == 1
+    assert await beside(deployment, "SELECT count(*) FROM loop_statements") == [(1,)]
 
 
 async def test_race_a_confirmation_and_a_query_at_once_one_wins(deployment: Deployment) -> None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import sqlite3
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -16,7 +15,7 @@ from exchange.domain import parse_iso, utc_now
 from exchange.examples import referral
 from exchange.service import steps
 from exchange.web.keys import CONTEXT
-from tests.conftest import Deployment, ledger_entries
+from tests.conftest import Deployment, beside, ledger_entries
 from tests.test_cli import cli, cli_json
 
 CHILD = {"child_name": "Jamie Example", "child_date_of_birth": "2017-03-02", "why": "Suspected assault at home"}
@@ -177,16 +176,9 @@ async def test_a_decision_not_to_share_is_recorded_and_nothing_is_sent(deploymen
     async with deployment.client("csc-duty") as duty:
         assert await duty.inbox() == []
         assert (await duty.decisions())["decisions"] == []
-    db = sqlite3.connect(deployment.config.database_path)
-    try:
-        recorded_entries = db.execute(
-            "SELECT json_extract(CAST(entry AS TEXT), '$.details.decision') FROM ledger_entries"
-            " WHERE json_extract(CAST(entry AS TEXT), '$.type') = 'decision.not_to_share'"
-        ).fetchall()
-        deliveries = db.execute("SELECT COUNT(*) FROM deliveries").fetchone()[0]
-    finally:
-        db.close()
-    assert recorded_entries == [(recorded["decision_id"],)] and deliveries == 0
+    entries = await ledger_entries(deployment, type="decision.not_to_share")
+    assert [e["details"]["decision"] for e in entries] == [recorded["decision_id"]]
+    assert await beside(deployment, "SELECT COUNT(*) FROM deliveries") == [(0,)]
 
 
 async def test_race_two_declines_one_wins(deployment: Deployment) -> None:
@@ -272,12 +264,9 @@ async def test_request_decline_and_decision_from_the_cli(deployment: Deployment,
     assert decisions["decisions"][0]["request_id"] == request_id
 
 
-def obligation_states(deployment: Deployment, request_id: str) -> list[tuple[str, str]]:
-    db = sqlite3.connect(deployment.config.database_path)
-    try:
-        return db.execute("SELECT kind, state FROM obligations WHERE request_id = ?", (request_id,)).fetchall()
-    finally:
-        db.close()
+async def obligation_states(deployment: Deployment, request_id: str) -> list[tuple[str, str]]:
+    rows = await beside(deployment, "SELECT kind, state FROM obligations WHERE request_id = ?", request_id)
+    return [(kind, state) for kind, state in rows]
 
 
 async def test_the_answer_is_owed_by_the_purposes_action_deadline_and_met_by_the_answer(
@@ -285,10 +274,10 @@ async def test_the_answer_is_owed_by_the_purposes_action_deadline_and_met_by_the
 ) -> None:
     """A request opens one request_answer obligation, due by the purpose's action span; the answer meets it."""
     sent = await ask(deployment)
-    assert obligation_states(deployment, sent["request_id"]) == [("request_answer", "open")]
+    assert await obligation_states(deployment, sent["request_id"]) == [("request_answer", "open")]
     async with deployment.client("csc-duty") as duty:
         await duty.send(response_file(_id(deployment, "police-officer"), sent["request_id"], ["child_address"]))
-    assert obligation_states(deployment, sent["request_id"]) == [("request_answer", "met")]
+    assert await obligation_states(deployment, sent["request_id"]) == [("request_answer", "met")]
 
 
 async def test_an_answer_goes_to_the_requester_for_the_requests_purpose(deployment: Deployment) -> None:
@@ -380,18 +369,10 @@ async def test_refusals_are_recorded_once_and_store_nothing(deployment: Deployme
     """A refused request is one request.rejected entry (rule ids only); a refused decline records nothing."""
     with pytest.raises(ApiError):
         await ask(deployment, ["school_attendance"])
-    db = sqlite3.connect(deployment.config.database_path)
-    try:
-        rows = db.execute(
-            "SELECT json_extract(CAST(entry AS TEXT), '$.details') FROM ledger_entries"
-            " WHERE json_extract(CAST(entry AS TEXT), '$.type') = 'request.rejected'"
-        ).fetchall()
-        stored = db.execute("SELECT COUNT(*) FROM info_requests").fetchone()[0]
-    finally:
-        db.close()
-    assert len(rows) == 1 and stored == 0
-    details = json.loads(rows[0][0])
-    assert details["rules"] == ["request.field_not_allowed"] and "Jamie" not in rows[0][0]
+    rows = [e["details"] for e in await ledger_entries(deployment, type="request.rejected")]
+    assert len(rows) == 1 and await beside(deployment, "SELECT COUNT(*) FROM info_requests") == [(0,)]
+    details = rows[0]
+    assert details["rules"] == ["request.field_not_allowed"] and "Jamie" not in json.dumps(details)
     sent = await ask(deployment)
     async with deployment.client("csc-duty") as duty:
         with pytest.raises(ApiError) as refused:
@@ -496,4 +477,4 @@ async def test_an_unanswered_request_escalates_and_a_late_decline_resolves_it(de
     async with deployment.client("csc-duty") as duty:
         await duty.decline(sent["request_id"], ["information_not_held"], "Nothing held, sorry for the delay.")
     assert [e["state"] for e in await escalations("police-officer")] == ["resolved"]
-    assert obligation_states(deployment, sent["request_id"]) == [("request_answer", "fired")]
+    assert await obligation_states(deployment, sent["request_id"]) == [("request_answer", "fired")]
