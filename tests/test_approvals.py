@@ -9,6 +9,9 @@ from exchange.examples import referral, referral_without_consent
 from exchange.web.keys import CONTEXT
 from tests.conftest import Deployment, ledger_entries
 
+#: These run on PostgreSQL too: scripts/test runs them again with EXCHANGE_TEST_ENGINE=postgres.
+pytestmark = pytest.mark.both_engines
+
 
 def _id(deployment: Deployment, label: str) -> str:
     return deployment.credentials(label).member_id or ""

@@ -14,6 +14,9 @@ from exchange.errors import CryptoError
 from exchange.examples import referral
 from tests.conftest import Deployment, beside, ledger_entries, stored_bytes
 
+#: These run on PostgreSQL too: scripts/test runs them again with EXCHANGE_TEST_ENGINE=postgres.
+pytestmark = pytest.mark.both_engines
+
 
 async def _ids(deployment: Deployment) -> dict[str, str]:
     return {

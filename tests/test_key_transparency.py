@@ -19,6 +19,9 @@ from exchange.transparency import TrustState
 from tests.conftest import Deployment
 from tests.test_cli import cli, cli_json
 
+#: These run on PostgreSQL too: scripts/test runs them again with EXCHANGE_TEST_ENGINE=postgres.
+pytestmark = pytest.mark.both_engines
+
 
 def _planted_key(member_id: str) -> MemberKey:
     """An encryption key the attacker holds, put under the victim's name."""

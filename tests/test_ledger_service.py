@@ -24,6 +24,9 @@ from exchange.service.background import stop_task
 from exchange.web.keys import CONTEXT
 from tests.conftest import Deployment, Servers, beside
 
+#: These run on PostgreSQL too: scripts/test runs them again with EXCHANGE_TEST_ENGINE=postgres.
+pytestmark = pytest.mark.both_engines
+
 
 async def _signed_size_at_least(client: ExchangeClient, size: int) -> TreeHead:
     for _ in range(100):

@@ -10,6 +10,9 @@ from exchange.client import ApiError
 from exchange.examples import referral
 from tests.conftest import Deployment
 
+#: These run on PostgreSQL too: scripts/test runs them again with EXCHANGE_TEST_ENGINE=postgres.
+pytestmark = pytest.mark.both_engines
+
 
 async def _send_referrals(deployment: Deployment, count: int) -> list[str]:
     duty_id = deployment.credentials("csc-duty").member_id or ""

@@ -16,6 +16,9 @@ from exchange.errors import CryptoError, InvalidRequest
 from exchange.examples import referral
 from tests.conftest import Deployment, beside, ledger_entries, store_of
 
+#: These run on PostgreSQL too: scripts/test runs them again with EXCHANGE_TEST_ENGINE=postgres.
+pytestmark = pytest.mark.both_engines
+
 NARRATIVE = "Strategy discussion held with police and health; s.47 enquiry opened."
 
 

@@ -18,6 +18,9 @@ from exchange.client import ApiError, ExchangeClient
 from exchange.examples import referral, referral_without_consent
 from tests.conftest import Deployment
 
+#: These run on PostgreSQL too: scripts/test runs them again with EXCHANGE_TEST_ENGINE=postgres.
+pytestmark = pytest.mark.both_engines
+
 
 async def _outcomes(calls: list[Awaitable[Any]]) -> tuple[list[Any], list[ApiError]]:
     results = await asyncio.gather(*calls, return_exceptions=True)
