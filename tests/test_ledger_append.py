@@ -59,8 +59,8 @@ def test_appends_keep_rfc_9162_roots_and_the_index_at_every_size(documents: list
 def test_a_tampered_frontier_node_changes_the_root(documents: list[dict[str, object]], data: st.DataObject) -> None:
     """Tamper test: one altered stored node that a later append reads makes every root from then on wrong."""
     stored, appended = _grow(documents)
-    seq = data.draw(st.sampled_from([s for s in range(len(appended) + 1) if frontier_keys(s)]))  # 1 is always there
-    key = frontier_keys(seq)[0]
+    seq = data.draw(st.sampled_from([s for s in range(len(appended) + 1) if tree.needed_nodes_for_append(s)]))
+    key = tree.needed_nodes_for_append(seq)[0]  # a left sibling this append reads (1 always has one)
     frontier = {k: stored[k] for k in frontier_keys(seq)}
     frontier[key] = bytes(32)
     honest = append(seq, {"seq": seq, "type": "x"}, {k: stored[k] for k in frontier_keys(seq)})
@@ -73,3 +73,21 @@ def test_an_entry_must_carry_the_sequence_number_it_is_appended_at() -> None:
         append(3, {"seq": 2, "type": "x"}, {(0, 2): bytes(32), (1, 0): bytes(32)})
     with pytest.raises(LedgerProofError):
         append(1, {"seq": 1, "type": "x"}, {})  # the leaf before it is missing from the frontier
+
+
+@settings(max_examples=60)
+@given(st.lists(st.integers(min_value=1, max_value=9), min_size=1, max_size=15))
+def test_a_batch_reads_only_the_frontier_and_grows_the_same_tree(batches: list[int]) -> None:
+    """Appending a batch as the service does (the frontier read once, each next append fed the nodes the one
+    before made) stores exactly the nodes one-by-one appends store, whatever the batches' sizes."""
+    stored: dict[tuple[int, int], bytes] = {}
+    seq = 0
+    for size in batches:
+        nodes = {key: stored[key] for key in frontier_keys(seq)}  # a KeyError here: the frontier is not enough
+        for _ in range(size):
+            row = append(seq, {"seq": seq, "type": "x"}, nodes)
+            nodes.update(((level, index), value) for level, index, value in row.nodes)
+            stored.update(((level, index), value) for level, index, value in row.nodes)
+            seq += 1
+    one_by_one, _ = _grow([{"type": "x"} for _ in range(seq)])
+    assert stored == one_by_one

@@ -50,7 +50,7 @@ async def test_a_failed_change_leaves_neither_state_nor_event(tmp_path: Path) ->
     async def crash_mid_change() -> None:
         async with store.write() as tx:
             await tx.insert_agency(agency)
-            await append_to_ledger(tx, lambda seq: event.entry(seq, "t"))
+            await append_to_ledger(tx, [lambda seq: event.entry(seq, "t")])
             raise RuntimeError("crash between the change and the commit")
 
     with pytest.raises(RuntimeError):
@@ -83,7 +83,7 @@ async def test_ledger_nodes_give_the_same_root_as_rehashing(tmp_path: Path) -> N
     entries = [crypto.canonical_json({"seq": i, "type": "test"}) for i in range(37)]
     for i in range(37):
         async with store.write() as tx:
-            assert (await append_to_ledger(tx, lambda seq: {"seq": seq, "type": "test"})).entry == entries[i]
+            assert (await append_to_ledger(tx, [lambda seq: {"seq": seq, "type": "test"}]))[0].entry == entries[i]
     leaves = [leaf_hash(e) for e in entries]
     for size in (0, 1, 2, 3, 8, 17, 32, 37):
         nodes = await store.ledger_nodes(tree.needed_nodes_for_root(size))
@@ -95,7 +95,7 @@ async def test_the_database_refuses_to_edit_or_delete_ledger_entries(tmp_path: P
     """Triggers make the ledger append-only even for someone with SQL access through the app's schema."""
     store = await _store(tmp_path)
     async with store.write() as tx:
-        await append_to_ledger(tx, lambda seq: {"seq": seq})
+        await append_to_ledger(tx, [lambda seq: {"seq": seq}])
     await store.close()
     db = sqlite3.connect(tmp_path / "exchange.sqlite")
     with pytest.raises(sqlite3.DatabaseError, match="append-only"):

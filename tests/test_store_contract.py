@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 from throwaway_pg import ThrowawayPostgres
 
+from exchange import crypto
 from exchange.domain import (
     Agency,
     AgencyKind,
@@ -176,7 +177,7 @@ async def transition(store: Store, gate: asyncio.Event | None = None) -> str:
     try:
         async with store.write() as tx:
             await tx.set_packet_state("pkt_01", PacketState.DELIVERED, PacketState.RECALLED)
-            await append_to_ledger(tx, lambda seq: {"seq": seq, "type": "packet.recalled", "packet": "pkt_01"})
+            await append_to_ledger(tx, [lambda seq: {"seq": seq, "type": "packet.recalled", "packet": "pkt_01"}])
             if gate is not None:
                 await gate.wait()
     except StateChanged:
@@ -194,7 +195,7 @@ async def test_a_failed_change_leaves_neither_state_nor_event(store: Store) -> N
     async def crash_mid_change() -> None:
         async with store.write() as tx:
             await tx.insert_agency(agency(1))
-            await append_to_ledger(tx, lambda seq: event.entry(seq, "t"))
+            await append_to_ledger(tx, [lambda seq: event.entry(seq, "t")])
             raise RuntimeError("crash between the change and the commit")
 
     with pytest.raises(RuntimeError):
@@ -203,7 +204,7 @@ async def test_a_failed_change_leaves_neither_state_nor_event(store: Store) -> N
     assert await store.ledger_size() == 0
     async with store.write() as tx:
         await tx.insert_agency(agency(1))
-        await append_to_ledger(tx, lambda seq: event.entry(seq, "t"))
+        await append_to_ledger(tx, [lambda seq: event.entry(seq, "t")])
     assert [a.id for a in await store.list_agencies()] == ["agy_01"]
     assert await store.ledger_size() == 1
 
@@ -265,17 +266,37 @@ async def test_the_ledger_gives_rfc_9162_roots_at_every_size(store: Store) -> No
     """After many appends the stored perfect subtrees reproduce RFC 9162's root at every size."""
     for _ in range(37):
         async with store.write() as tx:
-            await append_to_ledger(tx, lambda seq: {"seq": seq, "type": "test"})
+            await append_to_ledger(tx, [lambda seq: {"seq": seq, "type": "test"}])
     leaves = [leaf for _, _, leaf in await store.ledger_entries(0, 37)]
     for size in range(38):
         nodes = await store.ledger_nodes(tree.needed_nodes_for_root(size))
         assert tree.compute_root(size, nodes) == root_hash(leaves[:size])
 
 
+async def test_entries_appended_together_make_the_tree_they_make_one_by_one(engine: Engine, store: Store) -> None:
+    """A change's entries are appended in one batch (one round trip on PostgreSQL), each next frontier taken
+    from the entry before it: batches of every size give RFC 9162's roots at every size, as single appends do."""
+    other = await engine.instance()
+    sizes = [1, 3, 2, 5, 1, 8, 4, 7, 2]
+    for batch in sizes:
+        async with store.write() as tx:
+            await append_to_ledger(tx, [lambda seq: {"seq": seq, "type": "test"}] * batch)
+    for _ in range(sum(sizes)):
+        async with other.write() as tx:
+            await append_to_ledger(tx, [lambda seq: {"seq": seq, "type": "test"}])
+    total = sum(sizes)
+    batched = [leaf for _, _, leaf in await store.ledger_entries(0, total)]
+    single = [leaf for _, _, leaf in await store.ledger_entries(total, 2 * total)]
+    assert [leaf_hash(crypto.canonical_json({"seq": s, "type": "test"})) for s in range(total)] == batched
+    for size in range(2 * total + 1):
+        nodes = await store.ledger_nodes(tree.needed_nodes_for_root(size))
+        assert tree.compute_root(size, nodes) == root_hash((batched + single)[:size])
+
+
 async def test_the_database_refuses_to_edit_or_delete_ledger_entries(engine: Engine, store: Store) -> None:
     """Triggers make the ledger append-only even for someone with SQL access through the app's schema."""
     async with store.write() as tx:
-        await append_to_ledger(tx, lambda seq: {"seq": seq})
+        await append_to_ledger(tx, [lambda seq: {"seq": seq}])
     errors: tuple[type[BaseException], ...] = (sqlite3.DatabaseError,)
     if engine.name == "postgres":
         import asyncpg
@@ -297,7 +318,7 @@ async def test_a_ledger_appended_from_two_instances_stays_gap_free(engine: Engin
 
     async def append(on: Store, n: int) -> int:
         async with on.write() as tx:
-            appended = await append_to_ledger(tx, lambda seq: {"seq": seq, "type": "test", "n": n})
+            [appended] = await append_to_ledger(tx, [lambda seq: {"seq": seq, "type": "test", "n": n}])
         return appended.seq
 
     seqs = await asyncio.gather(*(append(store if n % 2 else other, n) for n in range(40)))
@@ -327,7 +348,7 @@ async def test_the_ledger_is_byte_for_byte_the_same_on_both_engines(both: tuple[
     for store in both:
         for n, event in enumerate(events):
             async with store.write() as tx:
-                await append_to_ledger(tx, partial(_entry, event, f"2026-01-01T00:00:{n:02d}.000Z"))
+                await append_to_ledger(tx, [partial(_entry, event, f"2026-01-01T00:00:{n:02d}.000Z")])
     lite, pg = both
     assert await lite.ledger_entries(0, 100) == await pg.ledger_entries(0, 100)
     every_node = [key for size in range(30) for key in tree.needed_nodes_for_root(size)]

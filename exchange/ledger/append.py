@@ -34,15 +34,18 @@ class Appended:
 
 
 def frontier_keys(seq: int) -> list[tree.NodeKey]:
-    """The stored nodes :func:`append` needs to add leaf ``seq``: the left siblings it completes (at most log2 n)."""
-    return tree.needed_nodes_for_append(seq)
+    """The frontier of a ledger of ``seq`` entries: its right edge, the perfect subtrees its size splits into
+    (one per 1 bit, at most log2 n). With them, :func:`append` adds entry ``seq`` and, fed the nodes each
+    append returns, every entry after it: all a batch of appends ever reads from the store."""
+    return tree.needed_nodes_for_root(seq)
 
 
 def append(seq: int, document: Mapping[str, Any], frontier: Mapping[tree.NodeKey, bytes]) -> Appended:
     """The rows that add ``document`` as entry ``seq`` to a ledger of ``seq`` entries.
 
     ``document`` is the entry (its ``seq`` field must be ``seq``); its stored bytes are its RFC 8785
-    canonical JSON. ``frontier`` holds the nodes :func:`frontier_keys` names. Raises
+    canonical JSON. ``frontier`` holds (at least) the left siblings leaf ``seq`` completes
+    (``tree.needed_nodes_for_append``), as the nodes :func:`frontier_keys` names do. Raises
     :class:`~exchange.errors.LedgerProofError` if the document's seq is not ``seq`` or a node is bad.
     """
     if document.get("seq") != seq:

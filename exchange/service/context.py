@@ -18,10 +18,11 @@ import asyncio
 import math
 import secrets
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from exchange import crypto
@@ -40,33 +41,88 @@ if TYPE_CHECKING:
     from exchange.service.ledger import HeadSigner
 
 
+class PendingReceipt:
+    """Where a recorded event lands in the ledger, known once its change has appended it.
+
+    A change appends its events at its end, just before it commits (see :meth:`Change.append_recorded`),
+    so the ledger's lock is held for the appends and the commit only, not for the whole change: on a
+    store shared by several instances the lock is what every change waits for. Read it after the change.
+    """
+
+    __slots__ = ("_landed",)
+
+    def __init__(self) -> None:
+        self._landed: LedgerReceipt | None = None
+
+    @property
+    def landed(self) -> LedgerReceipt:
+        if self._landed is None:
+            raise RuntimeError("A ledger receipt is known only once its change has appended its events.")
+        return self._landed
+
+    @property
+    def seq(self) -> int:
+        return self.landed.seq
+
+    @property
+    def leaf_hash(self) -> bytes:
+        return self.landed.leaf_hash
+
+    @property
+    def entry(self) -> bytes:
+        return self.landed.entry
+
+
 @dataclass
 class Change:
     """One state change in progress: its transaction and the events it records."""
 
     tx: Transaction
     now: datetime
+    #: The events appended to the ledger, with where they landed (after :meth:`append_recorded`).
     receipts: list[tuple[Event, LedgerReceipt]] = field(default_factory=list)
     #: Names this change in the record log: its ledger lines and its ``ledger.committed`` line.
     txn: str = field(default_factory=lambda: secrets.token_hex(8))
+    _recorded: list[tuple[Event, PendingReceipt]] = field(default_factory=list)
 
-    async def record(self, event: Event) -> LedgerReceipt:
-        """Append ``event`` to the ledger inside this change's transaction."""
+    async def record(self, event: Event) -> PendingReceipt:
+        """Record ``event`` in the ledger as part of this change: appended, in order, when the change ends."""
+        pending = PendingReceipt()
+        self._recorded.append((event, pending))
+        return pending
+
+    async def append_recorded(self) -> None:
+        """Append the events recorded so far, in order, inside this change's transaction (the ledger lock is
+        taken here and held until the commit)."""
+        if not self._recorded:
+            return
         time = iso(self.now)
-        appended = await append_to_ledger(self.tx, lambda seq: event.entry(seq, time))
-        receipt = LedgerReceipt(appended.seq, appended.leaf_hash, appended.entry)
-        self.receipts.append((event, receipt))
-        return receipt
+        appended = await append_to_ledger(self.tx, [partial(_entry, event, time) for event, _ in self._recorded])
+        for (event, pending), row in zip(self._recorded, appended, strict=True):
+            pending._landed = LedgerReceipt(row.seq, row.leaf_hash, row.entry)
+            self.receipts.append((event, pending._landed))
+        self._recorded.clear()
 
 
-async def append_to_ledger(tx: Transaction, build: Callable[[int], Mapping[str, Any]]) -> Appended:
-    """Append the entry ``build(seq)`` inside ``tx``.
+def _entry(event: Event, time: str, seq: int) -> dict[str, Any]:
+    return event.entry(seq, time)
 
-    The backend locks the ledger and stores rows; :mod:`exchange.ledger.append` computes them.
+
+async def append_to_ledger(tx: Transaction, builds: Sequence[Callable[[int], Mapping[str, Any]]]) -> list[Appended]:
+    """Append the entries ``build(seq)``, in order, inside ``tx``; the rows stored, one per build.
+
+    The backend locks the ledger, reads the first entry's frontier and stores the rows in one batch;
+    :mod:`exchange.ledger.append` computes them, each next entry's frontier from the one before.
     """
     seq = await tx.lock_ledger()
-    appended = ledger_append.append(seq, build(seq), await tx.ledger_frontier(ledger_append.frontier_keys(seq)))
-    await tx.store_ledger_entry(appended)
+    nodes = await tx.ledger_frontier(ledger_append.frontier_keys(seq))
+    appended: list[Appended] = []
+    for build in builds:
+        row = ledger_append.append(seq, build(seq), nodes)
+        nodes.update(((level, index), digest) for level, index, digest in row.nodes)
+        appended.append(row)
+        seq += 1
+    await tx.store_ledger_entries(appended)
     return appended
 
 
@@ -169,6 +225,7 @@ class ServiceContext:
                 change = Change(tx, now)
                 nonce = await nonces.store_pending(tx)
                 yield change
+                await change.append_recorded()
                 if change.receipts:
                     # Appended now, synced once before the commit that makes the change durable (shared by
                     # every change committed with it): the record never lacks a committed entry.

@@ -22,7 +22,6 @@ from exchange.domain import (
     DeliveryRecord,
     Event,
     KeyUse,
-    LedgerReceipt,
     PacketRecord,
     iso,
     parse_iso,
@@ -44,7 +43,7 @@ from exchange.errors import (
 from exchange.lifecycle import ApprovalState, DeliveryState, PacketState, Party, Step
 from exchange.service import corrections, loop, paging, steps
 from exchange.service import requests as info_requests
-from exchange.service.context import Change, ServiceContext
+from exchange.service.context import Change, PendingReceipt, ServiceContext
 from exchange.service.keys import current_key, verify_signed, verify_statement
 
 
@@ -53,7 +52,7 @@ class SubmissionReceipt:
     packet_id: str
     manifest_digest: str
     status: PacketState
-    ledger: LedgerReceipt
+    ledger: PendingReceipt
     ack_due: str | None
     approval_due: str | None
 

@@ -14,11 +14,11 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from exchange import lifecycle
-from exchange.domain import DeliveryRecord, Event, LedgerReceipt, Obligation, PacketRecord, iso
+from exchange.domain import DeliveryRecord, Event, Obligation, PacketRecord, iso
 from exchange.errors import NotFound
 from exchange.lifecycle import ApprovalState, PacketState, Party, Step
 from exchange.policy import Catalogue
-from exchange.service.context import Change, ServiceContext
+from exchange.service.context import Change, PendingReceipt, ServiceContext
 
 #: Obligations on a recipient's copy, settled as the loop moves on.
 DELIVERY_OBLIGATIONS = ("ack", "action", "query_answer", "expiry")
@@ -68,7 +68,7 @@ async def step_delivery(
     ack_signature: bytes | None = None,
     ack_key: str | None = None,
     details: Mapping[str, Any] | None = None,
-) -> LedgerReceipt | None:
+) -> PendingReceipt | None:
     """Move one copy by ``step`` (checked against the table), and record it if the table says so."""
     transition = lifecycle.next_delivery_state(delivery.state, step, party)
     await change.tx.set_delivery_state(

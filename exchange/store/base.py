@@ -248,11 +248,12 @@ class Transaction(ABC):
         appends included); a key with no node is left out."""
 
     @abstractmethod
-    async def store_ledger_entry(self, appended: Appended) -> None:
-        """Store an entry exactly as given: its bytes and leaf hash, its tree nodes, its index refs.
+    async def store_ledger_entries(self, appended: Sequence[Appended]) -> None:
+        """Store entries exactly as given: their bytes and leaf hashes, their tree nodes, their index refs.
 
-        The caller holds the ledger lock and ``appended.seq`` is the number :meth:`lock_ledger` gave;
-        the backend computes nothing. Stored entries are never changed or deleted.
+        The caller holds the ledger lock; the entries are consecutive, the first at the number
+        :meth:`lock_ledger` gave. The backend computes nothing, and may store them in one round trip.
+        Stored entries are never changed or deleted.
         """
 
     @abstractmethod

@@ -556,17 +556,18 @@ class _SqliteTransaction(Transaction):
     async def ledger_frontier(self, keys: Sequence[tuple[int, int]]) -> dict[tuple[int, int], bytes]:
         return await _nodes(self._db, keys)
 
-    async def store_ledger_entry(self, appended: Appended) -> None:
-        seq = appended.seq
-        await self._db.execute(
+    async def store_ledger_entries(self, appended: Sequence[Appended]) -> None:
+        await self._db.executemany(
             "INSERT INTO ledger_entries (seq, entry, leaf_hash) VALUES (?, ?, ?)",
-            (seq, appended.entry, appended.leaf_hash),
+            [(a.seq, a.entry, a.leaf_hash) for a in appended],
         )
         await self._db.executemany(
             "INSERT INTO ledger_refs (kind, value, seq) VALUES (?, ?, ?)",
-            [(kind, value, seq) for kind, value in appended.refs],
+            [(kind, value, a.seq) for a in appended for kind, value in a.refs],
         )
-        await self._db.executemany("INSERT INTO ledger_nodes (level, idx, hash) VALUES (?, ?, ?)", appended.nodes)
+        await self._db.executemany(
+            "INSERT INTO ledger_nodes (level, idx, hash) VALUES (?, ?, ?)", [n for a in appended for n in a.nodes]
+        )
 
     async def insert_tree_head(self, head: TreeHead) -> None:
         await self._db.execute(

@@ -252,7 +252,19 @@ CREATE TRIGGER tree_heads_append_only BEFORE UPDATE OR DELETE OR TRUNCATE ON tre
     FOR EACH STATEMENT EXECUTE FUNCTION ledger_append_only('tree heads');
 """
 
+#: 2: the ledger's lock and its next sequence number in one round trip. The function is VOLATILE, so the
+#: SELECT after the lock takes a snapshot of its own and sees what the lock's previous holder committed.
+_VERSION_2 = """
+CREATE FUNCTION exchange_lock_ledger(lock_key bigint) RETURNS bigint LANGUAGE plpgsql VOLATILE AS $$
+BEGIN
+    PERFORM pg_advisory_xact_lock(lock_key);
+    RETURN (SELECT COALESCE(MAX(seq) + 1, 0) FROM ledger_entries);
+END
+$$;
+"""
+
 MIGRATIONS: tuple[str, ...] = (
     # 1: the whole schema of SQLite's migrations 1-4 at once (every TEXT column compared as SQLite does).
     _VERSION_1.replace(" TEXT", " " + _TEXT),
+    _VERSION_2,
 )

@@ -516,39 +516,37 @@ class PostgresTransaction(Transaction):
         await self._db.execute("DELETE FROM leases WHERE name = $1 AND holder = $2", name, holder)
 
     async def lock_ledger(self) -> int:
-        await self._db.execute("SELECT pg_advisory_xact_lock($1)", LEDGER_LOCK)
-        # A statement of its own, after the lock: under READ COMMITTED it sees every entry committed by
-        # the lock's previous holder (a statement's snapshot is taken when it starts).
-        size = await self._db.fetchval("SELECT COALESCE(MAX(seq) + 1, 0) FROM ledger_entries")
+        # One round trip: the function takes the lock, then reads the size in a statement of its own, which
+        # under READ COMMITTED sees every entry committed by the lock's previous holder (migration 2).
+        size = await self._db.fetchval("SELECT exchange_lock_ledger($1)", LEDGER_LOCK)
         return int(size)
 
     async def ledger_frontier(self, keys: Sequence[tuple[int, int]]) -> dict[tuple[int, int], bytes]:
         return await nodes(self._db, keys)
 
-    async def store_ledger_entry(self, appended: Appended) -> None:
-        seq = appended.seq
+    async def store_ledger_entries(self, appended: Sequence[Appended]) -> None:
+        # One statement for every row of every entry: the ledger lock is held until the commit, so each
+        # round trip inside it is one every other instance's change waits for.
+        refs = [(kind, value, a.seq) for a in appended for kind, value in a.refs]
+        created = [node for a in appended for node in a.nodes]
         await self._db.execute(
-            "INSERT INTO ledger_entries (seq, entry, leaf_hash) VALUES ($1, $2, $3)",
-            seq,
-            appended.entry,
-            appended.leaf_hash,
+            "WITH entries AS ("
+            " INSERT INTO ledger_entries (seq, entry, leaf_hash)"
+            " SELECT * FROM unnest($1::bigint[], $2::bytea[], $3::bytea[])"
+            "), refs AS ("
+            " INSERT INTO ledger_refs (kind, value, seq) SELECT * FROM unnest($4::text[], $5::text[], $6::bigint[])"
+            ") INSERT INTO ledger_nodes (level, idx, hash)"
+            " SELECT * FROM unnest($7::bigint[], $8::bigint[], $9::bytea[])",
+            [a.seq for a in appended],
+            [a.entry for a in appended],
+            [a.leaf_hash for a in appended],
+            [kind for kind, _, _ in refs],
+            [value for _, value, _ in refs],
+            [seq for _, _, seq in refs],
+            [level for level, _, _ in created],
+            [index for _, index, _ in created],
+            [digest for _, _, digest in created],
         )
-        if appended.refs:
-            await self._db.execute(
-                "INSERT INTO ledger_refs (kind, value, seq) SELECT kind, value, $3"
-                " FROM unnest($1::text[], $2::text[]) AS r(kind, value)",
-                [kind for kind, _ in appended.refs],
-                [value for _, value in appended.refs],
-                seq,
-            )
-        if appended.nodes:
-            await self._db.execute(
-                "INSERT INTO ledger_nodes (level, idx, hash)"
-                " SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::bytea[])",
-                [level for level, _, _ in appended.nodes],
-                [idx for _, idx, _ in appended.nodes],
-                [digest for _, _, digest in appended.nodes],
-            )
 
     async def insert_tree_head(self, head: TreeHead) -> None:
         await self._db.execute(
