@@ -251,6 +251,8 @@ class Record:
         self.fault: Fault | None = None
         #: Duplicates of the descriptors written to since the last :meth:`sync`.
         self._unsynced: list[int] = []
+        #: One sync at a time: a sync that finds its lines taken by one in flight waits for that one.
+        self._syncing = asyncio.Lock()
         if console is None:
             console = sys.stderr.isatty()
         self._console = structlog.dev.ConsoleRenderer(colors=True) if console else None
@@ -314,15 +316,21 @@ class Record:
             self._echo(line)
 
     async def sync(self) -> None:
-        """Make every appended line durable (one fsync per file written since the last sync); ReadOnly if not."""
-        pending, self._unsynced = self._unsynced, []
-        if not pending:
-            return
-        try:
-            await asyncio.to_thread(_fsync_all, pending)
-        except OSError as error:
-            raise self._failed(error).error() from None
-        self.fault = None
+        """Make every appended line durable (one fsync per file written since the last sync); ReadOnly if not.
+
+        Changes committing in separate transactions (PostgreSQL) each call this: the lines one writes may
+        already be in the fsync another started, so every call waits its turn, and the ones queued behind a
+        sync share the next (the lines written meanwhile, all at once).
+        """
+        async with self._syncing:
+            pending, self._unsynced = self._unsynced, []
+            if not pending:
+                return
+            try:
+                await asyncio.to_thread(_fsync_all, pending)
+            except OSError as error:
+                raise self._failed(error).error() from None
+            self.fault = None
 
     async def write_durably(self, lines: Sequence[tuple[str, Mapping[str, Any]]]) -> None:
         """Append lines and sync them at once; raise ReadOnly if that fails."""

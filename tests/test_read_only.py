@@ -404,3 +404,37 @@ async def test_race_a_change_cancelled_while_its_group_commits_is_recorded_as_co
     export = await _export(quick, tmp_path)
     report = verify_export(export, quick.server_public_key, log_path=quick.config.record_log_path)
     assert report.log_entries_checked == report.entries and report.log_orphaned_entries == 0
+
+
+async def test_race_a_sync_waits_for_the_one_in_flight_that_took_its_lines(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two changes committing in separate transactions (PostgreSQL: no group commit), both lines written,
+    the first's fsync in flight: the second's sync found nothing left to sync and returned at once, so
+    its COMMIT could be durable before its record line. Now it waits for the fsync that covers it."""
+    import threading
+
+    from exchange import record as record_module
+
+    gate = threading.Event()
+    real = record_module._SYNC
+
+    def slow(descriptor: int) -> None:
+        gate.wait(5)
+        real(descriptor)
+
+    monkeypatch.setattr(record_module, "_SYNC", slow)  # the OS call, held back: an fsync that takes a while
+    record = Record(tmp_path / "record.jsonl", console=False)
+    try:
+        record.append([("packet.submitted", {"seq": 0})])
+        record.append([("packet.submitted", {"seq": 1})])
+        first = asyncio.create_task(record.sync())
+        await asyncio.sleep(0.05)  # its fsync now covers both lines, and has not finished
+        second = asyncio.create_task(record.sync())
+        await asyncio.sleep(0.05)
+        assert not second.done(), "the second change's line is not durable yet"
+        gate.set()
+        await asyncio.gather(first, second)
+    finally:
+        gate.set()
+        record.close()
