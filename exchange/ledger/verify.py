@@ -32,6 +32,13 @@ checked first, so the first problem reported is still the earliest in the export
 mode. Memory is O(log n) for the tree plus the deferred entries since the last head, capped at
 ``_DEFERRED_BYTES``: beyond that they are checked in full at once (never laxer, only stricter).
 
+A large export file is verified on two cores: a forked worker process checks the second part of
+the file while this process checks the first, and this process then verifies the heads and the
+end line of the second part itself, folding in the subtrees the worker computed. The worker only
+vouches for a part in which everything is as the writer writes it; at anything else this process
+reads that part itself, so the verdict, the problem and its line are always the single pass's
+(see "the second core" below).
+
 The first problem stops verification with a :class:`~exchange.errors.LedgerProofError` whose
 ``extras`` say where and what: ``{"source": "export" | "log", "line": n, "seq": s, "problem":
 "<code>"}``. Problem codes are stable:
@@ -85,15 +92,22 @@ from __future__ import annotations
 
 import base64
 import binascii
+import copy
 import hashlib
+import itertools
 import json
 import json.encoder
+import multiprocessing
 import os
+import re
+import stat
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from multiprocessing.connection import Connection
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any, BinaryIO, NoReturn
 
 import rfc8785
 
@@ -106,6 +120,11 @@ from exchange.record import COMMITTED_EVENT
 
 #: Numbered export lines, as ``enumerate`` yields them; read ahead when diagnosing a fault.
 _Numbered = Iterator[tuple[int, bytes]]
+#: How many bytes of whole lines the verifier reads at once: one call per some 2,700 lines instead of one
+#: per line (a file's line iterator costs ~0.4 us a line, ``readlines`` ~0.15 us).
+_CHUNK_BYTES = 2**20
+#: How many lines of an export given as an iterable are batched into one chunk.
+_CHUNK_LINES = 4096
 #: How many leading mismatching seqs a log error lists.
 _LOG_EXAMPLES = 20
 
@@ -304,7 +323,7 @@ def _seq_is(entry: bytes, seq: int) -> bool:
     """True only if ``entry`` (when valid JSON) is an object whose top-level ``seq`` is ``seq``.
 
     False means "mismatch or not sure": parse the entry in full. See the proof above; the verifier's
-    hot loop carries an inline copy.
+    hot loop and the worker's loop (:func:`_summarise`) carry inline copies.
     """
     digits = b"%d," % seq
     at = entry.rfind(_SEQ_KEY)
@@ -454,6 +473,68 @@ def _entry_line_fields(value: Mapping[str, Any], line: int, expected: int) -> tu
     return seq, text
 
 
+class _ExportLines:
+    """The export's lines in chunks of whole lines, numbered from 1.
+
+    The hot loop takes a chunk at a time (:meth:`take_chunk`), which costs no per-line call;
+    everything else (the header, reading ahead to diagnose a fault, the trailing-data check)
+    iterates ``(number, line)`` pairs from where the hot loop left off (:meth:`resume_after`).
+    A ``None`` among the chunks marks where a worker's share of the file begins (see
+    :func:`_summarise`): :meth:`take_chunk` returns it, iteration passes over it.
+    """
+
+    def __init__(self, chunks: Iterator[list[bytes] | None]) -> None:
+        self._chunks = chunks
+        self._chunk: list[bytes] = []
+        self._next = 0  # index in _chunk of the next line to hand out
+        self.number = 0  # the number of the last line handed out
+
+    def __iter__(self) -> _ExportLines:
+        return self
+
+    def __next__(self) -> tuple[int, bytes]:
+        while self._next >= len(self._chunk):
+            chunk = next(self._chunks)  # StopIteration: no more lines
+            if chunk is not None:
+                self._chunk, self._next = chunk, 0
+        raw = self._chunk[self._next]
+        self._next += 1
+        self.number += 1
+        return self.number, raw
+
+    def take_chunk(self) -> list[bytes] | None:
+        """The lines not handed out yet, up to a chunk's end: ``[]`` at the end, ``None`` at a split mark.
+
+        They count as handed out: a caller that stops part way says where with :meth:`resume_after`.
+        """
+        if self._next < len(self._chunk):
+            rest = self._chunk[self._next :]
+        else:
+            chunk = next(self._chunks, [])
+            if chunk is None:
+                return None
+            rest = chunk
+        self._chunk, self._next = rest, len(rest)
+        self.number += len(rest)
+        return rest
+
+    def resume_after(self, chunk: list[bytes], index: int, number: int) -> None:
+        """Hand out next the line after ``chunk[index]``, which is line ``number``."""
+        self._chunk, self._next, self.number = chunk, index + 1, number
+
+
+def _file_chunks(read_lines: Callable[[int], list[bytes]]) -> Iterator[list[bytes]]:
+    """A file's lines in chunks of about :data:`_CHUNK_BYTES`."""
+    while chunk := read_lines(_CHUNK_BYTES):
+        yield chunk
+
+
+def _batches(lines: Iterator[bytes]) -> Iterator[list[bytes]]:
+    """Lines of an iterable in chunks of :data:`_CHUNK_LINES`."""
+    while chunk := list(itertools.islice(lines, _CHUNK_LINES)):
+        yield chunk
+
+
 class _Verifier:
     """One pass over one export; all state for :func:`verify_export`."""
 
@@ -485,6 +566,8 @@ class _Verifier:
         self.log_orphans = 0
         # (line, seq, bytes) of entries whose full check waits for a head to cover them
         self.deferred: list[tuple[int, int, bytes]] = []
+        self.deferred_bytes = 0  # their size, with the allowance per entry: see _DEFERRED_BYTES
+        self.worker: _Worker | None = None  # verifying the export's second part, when it is a large file
 
     # ----------------------------------------------------------------- header
 
@@ -520,7 +603,7 @@ class _Verifier:
 
     # ----------------------------------------------------------------- entries
 
-    def run(self, lines: _Numbered) -> None:
+    def run(self, lines: _ExportLines) -> None:
         """The single pass; at any problem, a deferred earlier entry's own problem is reported first."""
         try:
             self.pass_over(lines)
@@ -531,7 +614,7 @@ class _Verifier:
                 raise earlier from None
             raise
 
-    def pass_over(self, lines: _Numbered) -> None:
+    def pass_over(self, lines: _ExportLines) -> None:
         """The hot loop: one pass, fast path for the exact line shape the writer emits."""
         sha256 = hashlib.sha256
         a2b = binascii.a2b_base64
@@ -540,93 +623,182 @@ class _Verifier:
         canonical, scan, encode = _canonical_entry, _SCAN, _ENCODE
         stack, log = self.stack, self.log
         progress, every = self.progress, self.progress_every
-        strict, deferred, deferred_bytes = self.strict, self.deferred, 0
+        strict, deferred, deferred_bytes = self.strict, self.deferred, self.deferred_bytes
         seq_key, key_len, before_key = _SEQ_KEY, _SEQ_KEY_LEN, _BEFORE_KEY
         size = self.size
-        line = 1
-        for line, raw in lines:
-            # Fast path: the exact bytes the writer emits for entry ``size``. Whatever lies between
-            # prefix and suffix must then be strict base64, so a line that only looks right fails there.
-            tail = suffix % size
-            if raw.endswith(tail) and raw.startswith(prefix):
-                text = raw[start : len(raw) - len(tail)]
-            elif raw.startswith(prefix):
-                text = self.entry_line_slow(raw, line, size, lines)
-            else:
-                self.size = size
-                value = _parse_line(raw, line, size)
-                kind = value["kind"]
-                if kind == "head":
-                    self.head(value, line, lines)  # covers, and so drops, the deferred entries
-                    deferred_bytes = 0
-                    continue
-                if kind == "end":
-                    self.check_deferred()  # the unsigned tail: nothing but this check covers it
-                    self.end(value, line, lines)
+        while True:
+            chunk = lines.take_chunk()
+            if chunk is None:  # the worker's share of the file begins here
+                self.size, self.deferred_bytes = size, deferred_bytes
+                if self.hand_over(lines.number):
                     return
-                seq, b64 = _entry_line_fields(value, line, size)
-                if seq != size:
-                    self.sequence_problem(line, seq, size, lines)
-                text = b64.encode("ascii", "replace")
-            try:
-                entry = a2b(text, strict_mode=True)
-                # strict decoding guarantees at least four characters when the text ends in "="
-                if text.endswith(b"=") and (_PAD_BITS_2[text[-3]] if text[-2] == 61 else _PAD_BITS_1[text[-2]]):
-                    raise binascii.Error
-            except binascii.Error:
-                _fail("entry.bad_base64", line, size, f"Entry seq {size} (line {line}) is not valid base64.")
-            if not strict:
-                # Inline copy of _seq_is (see its proof): the top-level seq is this entry's position.
-                digits = b"%d," % size
-                at = entry.rfind(seq_key)
-                if (
-                    at > 0
-                    and entry[at - 1] in before_key
-                    and entry.startswith(digits, at + key_len)
-                    and entry.find(b"}", at + key_len + len(digits)) == len(entry) - 1
-                ):
-                    deferred.append((line, size, entry))
-                    deferred_bytes += len(entry) + _DEFERRED_OVERHEAD
-                    if deferred_bytes > _DEFERRED_BYTES:
-                        self.check_deferred()
+                continue  # the worker could not vouch for its share: read it here, line by line
+            if not chunk:
+                break
+            line = start_line = lines.number - len(chunk)
+            for raw in chunk:
+                line += 1
+                # Fast path: the exact bytes the writer emits for entry ``size``. Whatever lies between
+                # prefix and suffix must then be strict base64, so a line that only looks right fails there.
+                tail = suffix % size
+                if raw.endswith(tail) and raw.startswith(prefix):
+                    text = raw[start : len(raw) - len(tail)]
+                elif raw.startswith(prefix):
+                    lines.resume_after(chunk, line - start_line - 1, line)  # where a read-ahead starts
+                    text = self.entry_line_slow(raw, line, size, lines)
+                else:
+                    lines.resume_after(chunk, line - start_line - 1, line)
+                    self.size = size
+                    value = _parse_line(raw, line, size)
+                    kind = value["kind"]
+                    if kind == "head":
+                        self.head(value, line, lines)  # covers, and so drops, the deferred entries
                         deferred_bytes = 0
-                else:
-                    self.check_entry(entry, line, size)  # raises with the precise problem, or passes
-            else:
-                # Inline copy of check_entry's fast route (a function call per entry costs ~8%).
+                        continue
+                    if kind == "end":
+                        self.check_deferred()  # the unsigned tail: nothing but this check covers it
+                        self.end(value, line, lines)
+                        return
+                    seq, b64 = _entry_line_fields(value, line, size)
+                    if seq != size:
+                        self.sequence_problem(line, seq, size, lines)
+                    text = b64.encode("ascii", "replace")
                 try:
-                    body = entry.decode("utf-8")
-                    obj, stop = scan(body, 0)
-                except (_NeedsFullCanonicalisation, ValueError, StopIteration):
-                    obj = canonical(entry, line, size)
+                    entry = a2b(text, strict_mode=True)
+                    # strict decoding guarantees at least four characters when the text ends in "="
+                    if text.endswith(b"=") and (_PAD_BITS_2[text[-3]] if text[-2] == 61 else _PAD_BITS_1[text[-2]]):
+                        raise binascii.Error
+                except binascii.Error:
+                    _fail("entry.bad_base64", line, size, f"Entry seq {size} (line {line}) is not valid base64.")
+                if not strict:
+                    # Inline copy of _seq_is (see its proof): the top-level seq is this entry's position.
+                    digits = b"%d," % size
+                    at = entry.rfind(seq_key)
+                    if (
+                        at > 0
+                        and entry[at - 1] in before_key
+                        and entry.startswith(digits, at + key_len)
+                        and entry.find(b"}", at + key_len + len(digits)) == len(entry) - 1
+                    ):
+                        deferred.append((line, size, entry))
+                        deferred_bytes += len(entry) + _DEFERRED_OVERHEAD
+                        if deferred_bytes > _DEFERRED_BYTES:
+                            self.check_deferred()
+                            deferred_bytes = 0
+                    else:
+                        self.check_entry(entry, line, size)  # raises with the precise problem, or passes
                 else:
-                    if type(obj) is not dict or stop != len(body) or not body.isascii() or encode is None:
+                    # Inline copy of check_entry's fast route (a function call per entry costs ~8%).
+                    try:
+                        body = entry.decode("utf-8")
+                        obj, stop = scan(body, 0)
+                    except (_NeedsFullCanonicalisation, ValueError, StopIteration):
                         obj = canonical(entry, line, size)
-                    elif "".join(encode(obj, 0)) != body:
-                        canonical(entry, line, size)  # raises entry.not_canonical with the wording
-                seq = obj.get("seq")
-                if seq != size or type(seq) is not int or type(obj.get("time")) is not str or (
-                    type(obj.get("type")) is not str
-                ):
-                    self.entry_fields_problem(obj, line, size)
-            # RFC 9162 section 2.1.1: leaf hash, then merge every perfect subtree it completes.
-            node = sha256(b"\x00" + entry).digest()
-            if log is not None:
-                self.check_log(node, line, size)
-            count = size
-            while count & 1:
-                node = sha256(b"\x01" + stack.pop() + node).digest()
-                count >>= 1
-            stack.append(node)
-            size += 1
-            if progress is not None and size % every == 0:
-                progress(size)
+                    else:
+                        if type(obj) is not dict or stop != len(body) or not body.isascii() or encode is None:
+                            obj = canonical(entry, line, size)
+                        elif "".join(encode(obj, 0)) != body:
+                            canonical(entry, line, size)  # raises entry.not_canonical with the wording
+                    seq = obj.get("seq")
+                    if seq != size or type(seq) is not int or type(obj.get("time")) is not str or (
+                        type(obj.get("type")) is not str
+                    ):
+                        self.entry_fields_problem(obj, line, size)
+                # RFC 9162 section 2.1.1: leaf hash, then merge every perfect subtree it completes.
+                node = sha256(b"\x00" + entry).digest()
+                if log is not None:
+                    self.check_log(node, line, size)
+                count = size
+                while count & 1:
+                    node = sha256(b"\x01" + stack.pop() + node).digest()
+                    count >>= 1
+                stack.append(node)
+                size += 1
+                if progress is not None and size % every == 0:
+                    progress(size)
+            lines.resume_after(chunk, len(chunk) - 1, line)  # the whole chunk is read
         self.size = size
+        line = lines.number
         _fail(
             "export.truncated", line + 1, size,
             f"The export stops after line {line} without its closing end line: it was cut short "
             f"(the next entry would have been seq {size}).",
         )
+
+    def hand_over(self, line: int) -> bool:
+        """At the split: take the worker's summary of the rest of the export, if it vouches for all of it.
+
+        ``line`` is the number of the last line read here. Returns True if the export is verified to
+        its end line exactly as :meth:`pass_over` would have; False (nothing changed) if there is no
+        worker, it found anything out of the ordinary, or a head, a count or the closing line does
+        not check out: then the rest is read here, which finds and words the problem.
+        """
+        summary = self.worker.result() if self.worker is not None else None
+        if summary is None:
+            return False
+        trial = self.trial_copy()
+        try:
+            reached = trial.apply(summary, line)
+        except LedgerProofError:
+            return False
+        self.__dict__.update(trial.__dict__)
+        if self.progress is not None:
+            for done in reached:
+                self.progress(done)
+        return True
+
+    def trial_copy(self) -> _Verifier:
+        """A copy whose state can change without changing this one's (the key, log and options shared)."""
+        trial = copy.copy(self)
+        trial.stack, trial.deferred = list(self.stack), list(self.deferred)
+        trial.signed_roots = dict(self.signed_roots)
+        trial.log_missing, trial.log_different = list(self.log_missing), list(self.log_different)
+        trial.worker = None
+        return trial
+
+    def apply(self, summary: _Summary, line: int) -> list[int]:
+        """Continue from line ``line`` with the worker's summary; return the progress counts reached.
+
+        Raises :class:`LedgerProofError` at anything :meth:`pass_over` would have stopped at, or
+        would have done otherwise (a different seq, the deferral cap reached across the split, no
+        closing line): the caller then drops this copy.
+        """
+        if self.deferred_bytes + summary.first_window_bytes > _DEFERRED_BYTES:
+            raise LedgerProofError("The deferred entries would reach the cap across the split.")
+        self.log_missing += [(seq, line + offset) for seq, offset in summary.log_missing]
+        self.log_different += [(seq, line + offset) for seq, offset in summary.log_different]
+        self.log_checked += summary.log_checked
+        self.log_orphans += summary.log_orphans
+        sha256, stack, every = hashlib.sha256, self.stack, self.progress_every
+        reached: list[int] = []
+        nothing: _Numbered = iter(())
+        for event in summary.events:
+            if isinstance(event, _Run):
+                if event.first_seq != self.size:
+                    raise LedgerProofError("The worker's entries do not start at the expected seq.")
+                size = self.size
+                for level, node in event.subtrees:  # each a perfect subtree starting at ``size``
+                    count = size >> level
+                    while count & 1:
+                        node = sha256(b"\x01" + stack.pop() + node).digest()
+                        count >>= 1
+                    stack.append(node)
+                    size += 1 << level
+                reached += range(self.size + every - self.size % every, size + 1, every)
+                self.size = size
+                continue
+            number = line + event.offset
+            value = _parse_line(event.raw, number, self.size)
+            if value["kind"] == "head":
+                self.head(value, number, nothing)
+                self.deferred_bytes = 0
+            elif value["kind"] == "end":
+                self.check_deferred()
+                self.end(value, number, nothing)
+                return reached
+            else:
+                raise LedgerProofError("The worker passed on an entry line.")
+        raise LedgerProofError("The worker's share has no end line.")
 
     def check_entry(self, entry: bytes, line: int, seq: int) -> None:
         """The full check: canonical JSON object, integer seq equal to its position, string time and type."""
@@ -850,6 +1022,264 @@ class _Verifier:
         )
 
 
+# --------------------------------------------------------------------------- the second core
+#
+# Each entry costs ~2.4 us of base64 decoding, hashing and checks that hold the GIL (hashlib lets
+# it go only for 2 KiB or more), so one process cannot verify more than ~400,000 entries/s, whatever
+# the loop; a bare "read, decode, hash" loop is already below 500,000. A large export file is
+# therefore cut in two at a line boundary: a forked worker process reads the second part while
+# this one reads the first, then this one takes over the worker's summary of its part.
+#
+# The worker only vouches; it never decides a verdict. It runs the same checks the hot loop runs
+# on every entry line (the writer's exact shape, consecutive seqs, strict base64, the seq inside
+# the entry or the full check, the deferral cap, the full check of the unsigned tail, the record
+# log) and sends back the heads and the end line untouched, with each run of entries between them
+# folded into its perfect subtrees (RFC 9162 section 2.1.1). This process then verifies the heads
+# (key, signature, order, place, fork, root) and the end line through the very code of the single
+# pass. At the first thing out of the ordinary (any line not in the writer's shape, a problem, a
+# head that does not verify) the worker's summary is dropped and this process reads the second
+# part itself, line by line, with its state as it was at the split: what is then reported, and
+# at which line, is exactly what a single pass reports.
+
+#: Files smaller than this are verified in one process (forking costs a few milliseconds).
+_PARALLEL_MIN_BYTES = 32 * 2**20
+#: The share of the file the worker verifies: this process also verifies every head and folds the
+#: worker's subtrees, so it takes the smaller part.
+_WORKER_SHARE = 0.52
+_ENTRY_SEQ = re.compile(rb'","kind":"entry","seq":(0|[1-9][0-9]*)}\n\Z')
+
+
+@dataclass(frozen=True, slots=True)
+class _Run:
+    """Consecutive entries from ``first_seq``, as the perfect subtrees covering them: ``(level, hash)``."""
+
+    first_seq: int
+    subtrees: list[tuple[int, bytes]]
+
+
+@dataclass(frozen=True, slots=True)
+class _Line:
+    """A head or end line, ``offset`` lines after the split, for this process to check."""
+
+    offset: int
+    raw: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class _Summary:
+    """What the worker vouches for: its part of the export, every entry in it checked."""
+
+    events: list[_Run | _Line]
+    #: Deferred bytes before its first head: with those before the split they may reach the cap.
+    first_window_bytes: int
+    #: (seq, line offset) of entries the record log lacks or has otherwise, in export order.
+    log_missing: list[tuple[int, int]]
+    log_different: list[tuple[int, int]]
+    log_checked: int
+    log_orphans: int
+
+
+def _perfect_subtrees(leaves: list[bytes], start: int) -> list[tuple[int, bytes]]:
+    """The perfect subtrees, left to right, that the tree's frontier merges leaves ``start``… into.
+
+    Each is the largest that starts where the previous ended, is aligned (begins at a multiple of
+    its size) and fits: appended to a frontier of ``start`` leaves one after the other they give the
+    same frontier as the leaves appended one by one.
+    """
+    sha256 = hashlib.sha256
+    subtrees: list[tuple[int, bytes]] = []
+    done, position = 0, start
+    while done < len(leaves):
+        level = (len(leaves) - done).bit_length() - 1
+        if position:
+            level = min(level, (position & -position).bit_length() - 1)
+        nodes = leaves[done : done + (1 << level)]
+        while len(nodes) > 1:
+            pairs = zip(nodes[::2], nodes[1::2], strict=True)
+            nodes = [sha256(b"\x01" + left + right).digest() for left, right in pairs]
+        subtrees.append((level, nodes[0]))
+        done += 1 << level
+        position += 1 << level
+    return subtrees
+
+
+def _summarise(verifier: _Verifier, path: str | os.PathLike[str], offset: int) -> _Summary | None:
+    """Check the export from byte ``offset`` (a line's start) to its end; None at anything unusual.
+
+    Line numbers in the checks are offsets from the split (the caller adds the line there).
+    """
+    sha256, a2b = hashlib.sha256, binascii.a2b_base64
+    prefix, start = ENTRY_LINE_PREFIX, len(ENTRY_LINE_PREFIX)
+    suffix = ENTRY_LINE_SUFFIX + b"\n"
+    strict, log = verifier.strict, verifier.log
+    seq_key, key_len, before_key = _SEQ_KEY, _SEQ_KEY_LEN, _BEFORE_KEY
+    verifier.log_missing, verifier.log_different, verifier.log_checked, verifier.log_orphans = [], [], 0, 0
+    events: list[_Run | _Line] = []
+    leaves: list[bytes] = []
+    window: list[tuple[int, int, bytes]] = []  # deferred entries since the last head
+    window_bytes, first_window_bytes = 0, -1
+    size = run_start = -1
+    number, ended = 0, False
+    try:
+        with Path(path).open("rb") as handle:
+            handle.seek(offset)
+            for chunk in _file_chunks(handle.readlines):
+                for raw in chunk:
+                    number += 1
+                    if ended:
+                        return None  # trailing data
+                    if not raw.startswith(prefix):
+                        if leaves:
+                            events.append(_Run(run_start, _perfect_subtrees(leaves, run_start)))
+                            leaves = []
+                        value = json.loads(raw)
+                        kind = value.get("kind") if isinstance(value, dict) else None
+                        if kind not in ("head", "end"):
+                            return None
+                        if first_window_bytes < 0:
+                            first_window_bytes = window_bytes
+                        if kind == "end":
+                            for line, seq, entry in window:  # the unsigned tail
+                                verifier.check_entry(entry, line, seq)
+                            ended = True
+                        window.clear()
+                        window_bytes = 0
+                        events.append(_Line(number, raw))
+                        continue
+                    if size < 0:
+                        first = _ENTRY_SEQ.search(raw)
+                        if first is None:
+                            return None
+                        size = int(first[1])
+                    if not leaves:
+                        run_start = size
+                    tail = suffix % size
+                    if not raw.endswith(tail):
+                        return None
+                    text = raw[start : len(raw) - len(tail)]
+                    entry = a2b(text, strict_mode=True)
+                    if text.endswith(b"=") and (_PAD_BITS_2[text[-3]] if text[-2] == 61 else _PAD_BITS_1[text[-2]]):
+                        return None
+                    if strict:
+                        verifier.check_entry(entry, number, size)
+                    else:
+                        # As in the hot loop (see _seq_is): defer the full check, or do it now.
+                        digits = b"%d," % size
+                        at = entry.rfind(seq_key)
+                        if (
+                            at > 0
+                            and entry[at - 1] in before_key
+                            and entry.startswith(digits, at + key_len)
+                            and entry.find(b"}", at + key_len + len(digits)) == len(entry) - 1
+                        ):
+                            window.append((number, size, entry))
+                            window_bytes += len(entry) + _DEFERRED_OVERHEAD
+                            if window_bytes > _DEFERRED_BYTES:
+                                if first_window_bytes < 0:
+                                    return None  # where the cap is reached depends on the first part
+                                for line, seq, deferred in window:
+                                    verifier.check_entry(deferred, line, seq)
+                                window.clear()
+                                window_bytes = 0
+                        else:
+                            verifier.check_entry(entry, number, size)
+                    leaf = sha256(b"\x00" + entry).digest()
+                    leaves.append(leaf)
+                    if log is not None:
+                        verifier.check_log(leaf, number, size)
+                    size += 1
+    except (LedgerProofError, ValueError, OSError):  # binascii.Error and JSON errors are ValueErrors
+        return None
+    if not ended:
+        return None
+    return _Summary(
+        events, first_window_bytes, verifier.log_missing, verifier.log_different, verifier.log_checked,
+        verifier.log_orphans,
+    )
+
+
+def _work(verifier: _Verifier, path: str | os.PathLike[str], offset: int, results: Connection) -> None:
+    """The worker process: send the summary of the file from ``offset``, or None."""
+    summary: _Summary | None = None
+    try:
+        summary = _summarise(verifier, path, offset)
+    finally:  # whatever happened, the verifier gets an answer rather than waiting for one
+        results.send(summary)
+        results.close()
+
+
+class _Worker:
+    """A forked process verifying the export file from byte ``offset``; see the section's comment."""
+
+    def __init__(self, verifier: _Verifier, path: str | os.PathLike[str], offset: int) -> None:
+        context = multiprocessing.get_context("fork")
+        self._results, sending = context.Pipe(duplex=False)
+        self._process = context.Process(target=_work, args=(verifier, path, offset, sending), daemon=True)
+        self._process.start()
+        sending.close()
+
+    def result(self) -> _Summary | None:
+        """Wait for the worker's summary; None if it could not vouch for its part or died."""
+        try:
+            summary: _Summary | None = self._results.recv()
+        except (EOFError, OSError):
+            summary = None
+        self.close()
+        return summary
+
+    def close(self) -> None:
+        """Stop the worker if it still runs (verification ended before the split) and reap it."""
+        if self._process.is_alive():
+            self._process.terminate()
+        self._process.join()
+        self._results.close()
+
+
+def _split_offset(path: str | os.PathLike[str]) -> int | None:
+    """Where a worker should start reading the export file, or None to verify it in one process.
+
+    Only a regular file of at least :data:`_PARALLEL_MIN_BYTES` is split, only where a second core
+    is free to use and processes can be forked, and only from a process running one thread: a forked
+    child of a threaded process may find a lock held by a thread that it does not have.
+    """
+    if "fork" not in multiprocessing.get_all_start_methods() or threading.active_count() > 1:
+        return None
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    if cores < 2:
+        return None
+    try:
+        with Path(path).open("rb") as handle:
+            status = os.fstat(handle.fileno())
+            if not stat.S_ISREG(status.st_mode) or status.st_size < _PARALLEL_MIN_BYTES:
+                return None
+            handle.seek(int(status.st_size * (1 - _WORKER_SHARE)))
+            handle.readline()  # to the start of the next line
+            offset = handle.tell()
+    except OSError:
+        return None  # the single pass reports it
+    return offset if offset < status.st_size else None
+
+
+def _split_chunks(handle: BinaryIO, offset: int) -> Iterator[list[bytes] | None]:
+    """The file's chunks as :func:`_file_chunks` reads them, with a ``None`` where byte ``offset`` is.
+
+    ``readlines(hint)`` stops after the line that takes it past ``hint``, so asking for one byte
+    less than is left before the split stops exactly there. Should the file have changed since
+    the offset was chosen, so that a line now crosses it, no ``None`` is given: no hand-over.
+    """
+    position = 0
+    while position < offset:
+        left = offset - position
+        chunk = handle.readlines(min(_CHUNK_BYTES, left - 1)) if left > 1 else [handle.readline()]
+        if not chunk or not chunk[0]:
+            return  # the file ended before the split
+        position += sum(map(len, chunk))
+        yield chunk
+    if position == offset:
+        yield None
+    yield from _file_chunks(handle.readlines)
+
+
 def _lines_of(source: Iterable[bytes] | Iterable[str]) -> Iterator[bytes]:
     for item in source:
         yield item if isinstance(item, bytes) else item.encode("utf-8")
@@ -894,19 +1324,26 @@ def verify_export(
     verifier = _Verifier(server_public_key, key_id, log, progress, progress_every, strict)
     try:
         if isinstance(source, str | os.PathLike):
+            offset = _split_offset(source)
+            if offset is not None:
+                verifier.worker = _Worker(verifier, source, offset)
             with Path(source).open("rb") as handle:
-                numbered = enumerate(handle, start=1)
-                verifier.header(numbered)
-                verifier.run(numbered)
+                chunks = _file_chunks(handle.readlines) if offset is None else _split_chunks(handle, offset)
+                lines = _ExportLines(chunks)
+                verifier.header(lines)
+                verifier.run(lines)
         else:
-            numbered = enumerate(_lines_of(source), start=1)
-            verifier.header(numbered)
-            verifier.run(numbered)
+            lines = _ExportLines(_batches(_lines_of(source)))
+            verifier.header(lines)
+            verifier.run(lines)
     except OSError as exc:
         raise LedgerProofError(
             f"The export cannot be read: {exc.strerror or exc}.",
             extras={"source": "export", "line": None, "seq": None, "problem": "export.unreadable"},
         ) from None
+    finally:
+        if verifier.worker is not None:  # verification stopped before the split
+            verifier.worker.close()
     verifier.log_problems()
     beyond = sum(1 for seq in log.entries if seq >= verifier.size) if log is not None else 0
     signed = max(verifier.last_head_size, 0)
