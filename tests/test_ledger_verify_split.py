@@ -18,7 +18,15 @@ from hypothesis import strategies as st
 
 from exchange import crypto
 from exchange.errors import LedgerProofError
-from exchange.ledger import export_lines, leaf_hash, root_hash, sign_tree_head, verify_export
+from exchange.ledger import (
+    export_lines,
+    leaf_hash,
+    root_hash,
+    sign_tree_head,
+    verify_export,
+    verify_lines,
+    verify_split,
+)
 from exchange.ledger import verify as verify_module
 from exchange.ledger.export import end_line
 from exchange.ledger.tree import Frontier
@@ -64,8 +72,8 @@ def split_at(share: float) -> Iterator[list[bool]]:
         return outcome
 
     with (
-        mock.patch.object(verify_module, "_PARALLEL_MIN_BYTES", 0),
-        mock.patch.object(verify_module, "_WORKER_SHARE", share),
+        mock.patch.object(verify_split, "_PARALLEL_MIN_BYTES", 0),
+        mock.patch.object(verify_split, "_WORKER_SHARE", share),
         mock.patch.object(verify_module._Verifier, "hand_over", watched),
     ):
         yield outcomes
@@ -83,7 +91,7 @@ def verdict(path: Path, **options: Any) -> tuple[str, Any, list[int]]:
 
 def single_pass_verdict(path: Path, **options: Any) -> tuple[str, Any, list[int]]:
     """The verdict of the one-process pass over the same file."""
-    with mock.patch.object(verify_module, "_PARALLEL_MIN_BYTES", 2**62):
+    with mock.patch.object(verify_split, "_PARALLEL_MIN_BYTES", 2**62):
         return verdict(path, **options)
 
 
@@ -257,7 +265,7 @@ def test_cap_reached_across_the_split_falls_back_to_the_single_pass(tmp_path: Pa
     entries = [make_entry(seq) for seq in range(200)]
     entries[150] = respelled(150)
     path = write(tmp_path / "export.jsonl", export_of(entries, 200, 200))
-    cap = sum(len(entry) + verify_module._DEFERRED_OVERHEAD for entry in entries[:160])  # reached at seq 159
+    cap = sum(len(entry) + verify_lines._DEFERRED_OVERHEAD for entry in entries[:160])  # reached at seq 159
     with mock.patch.object(verify_module, "_DEFERRED_BYTES", cap):
         expected = single_pass_verdict(path)
         with split_at(0.5) as outcomes:
@@ -272,11 +280,11 @@ def test_perfect_subtrees_fold_to_the_same_root() -> None:
     leaves = [leaf_hash(b"%d" % i) for i in range(300)]
     for start in (0, 1, 5, 64, 100, 255, 299):
         verifier = verify_module._Verifier(KEY.public_bytes, KEY.key_id, None, None, 1, False)
-        summary = verify_module._Summary(
+        summary = verify_split._Summary(
             [
-                verify_module._Run(0, verify_module._perfect_subtrees(leaves[:start], 0)),
-                verify_module._Run(start, verify_module._perfect_subtrees(leaves[start:], start)),
-                verify_module._Line(1, end_line(len(leaves), 0, 0)),
+                verify_split._Run(0, verify_split._perfect_subtrees(leaves[:start], 0)),
+                verify_split._Run(start, verify_split._perfect_subtrees(leaves[start:], start)),
+                verify_split._Line(1, end_line(len(leaves), 0, 0)),
             ],
             0, [], [], 0, 0,
         )

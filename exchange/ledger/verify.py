@@ -37,7 +37,7 @@ the file while this process checks the first, and this process then verifies the
 end line of the second part itself, folding in the subtrees the worker computed. The worker only
 vouches for a part in which everything is as the writer writes it; at anything else this process
 reads that part itself, so the verdict, the problem and its line are always the single pass's
-(see "the second core" below).
+(see :mod:`exchange.ledger.verify_split`).
 
 The first problem stops verification with a :class:`~exchange.errors.LedgerProofError` whose
 ``extras`` say where and what: ``{"source": "export" | "log", "line": n, "seq": s, "problem":
@@ -97,17 +97,12 @@ import hashlib
 import itertools
 import json
 import json.encoder
-import multiprocessing
 import os
-import re
-import stat
-import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from multiprocessing.connection import Connection
 from pathlib import Path
-from typing import Any, BinaryIO, NoReturn
+from typing import Any, NoReturn
 
 import rfc8785
 
@@ -116,13 +111,21 @@ from exchange.errors import CryptoError, LedgerProofError
 from exchange.ledger.export import ENTRY_LINE_PREFIX, ENTRY_LINE_SUFFIX, EXPORT_FORMAT
 from exchange.ledger.heads import TreeHead, check_timestamp
 from exchange.ledger.merkle import EMPTY_ROOT, leaf_hash
+from exchange.ledger.verify_lines import (
+    _BEFORE_KEY,
+    _DEFERRED_BYTES,
+    _DEFERRED_OVERHEAD,
+    _PAD_BITS_1,
+    _PAD_BITS_2,
+    _SEQ_KEY,
+    _SEQ_KEY_LEN,
+    _file_chunks,
+)
+from exchange.ledger.verify_split import _Run, _split_chunks, _split_offset, _Summary, _Worker
 from exchange.record import COMMITTED_EVENT
 
 #: Numbered export lines, as ``enumerate`` yields them; read ahead when diagnosing a fault.
 _Numbered = Iterator[tuple[int, bytes]]
-#: How many bytes of whole lines the verifier reads at once: one call per some 2,700 lines instead of one
-#: per line (a file's line iterator costs ~0.4 us a line, ``readlines`` ~0.15 us).
-_CHUNK_BYTES = 2**20
 #: How many lines of an export given as an iterable are batched into one chunk.
 _CHUNK_LINES = 4096
 #: How many leading mismatching seqs a log error lists.
@@ -278,71 +281,6 @@ def _canonical_entry(entry: bytes, line: int, seq: int) -> dict[str, Any]:
     return value
 
 
-# --------------------------------------------------------------------------- the seq, cheaply
-#
-# By default an entry under a signed head is not parsed: only its top-level "seq" is read, by a
-# bounded byte search from the end. ``"seq":`` can also occur in a nested object (under "actor",
-# "details", ... which sort before "seq", or under any key sorting after it) or inside a key
-# ending in a quote and "seq" (``"a\"seq":``), so the search accepts an occurrence only under
-# conditions that make it the top-level member, and otherwise answers "not sure" (the caller then
-# parses the entry in full).
-#
-# Claim: if ``entry`` is any valid JSON text (canonical or not) and ``_seq_is(entry, digits)`` is
-# true, then the entry is an object whose top-level "seq" is the integer written ``digits`` (the
-# last "seq" member if the key is repeated, as json.loads reads it). Proof, with ``at`` the last
-# occurrence of the six bytes ``"seq":`` and ``stop`` the end of ``digits`` and "," after it:
-#
-# 1. The byte before ``at`` is "{" or ",", so the quote at ``at`` is not inside a string (a quote
-#    inside a JSON string is always written escaped, right after a backslash), and as a quote
-#    outside a string followed by "s" it cannot close a string: it opens one. That string's
-#    content is ``seq`` (the next quote follows "q", not a backslash, so it closes it), and the
-#    ":" after it makes it a member name: ``at`` starts a member "seq" of some object O.
-# 2. The value is ``digits`` (``%d`` of a non-negative int: no sign, no leading zero) followed by
-#    ",", which cannot continue a JSON number: the value is that integer (not 5.0, 5e0, 50 or 05).
-# 3. The first "}" at or after ``stop`` is the text's last byte. A valid JSON text ending in "}"
-#    is an object T closed by that byte. O's own closing "}" lies after ``stop``; were O nested in
-#    T, T's closing "}" would be a second, later one. So O is T: "seq" is a top-level member.
-# 4. It is the last top-level "seq" member: ``at`` is the last occurrence of the bytes at all.
-#
-# Nothing is claimed for bytes that are not JSON: under a head the server's signature covers them
-# (see the module documentation), and in the unsigned tail or with ``strict`` the full check runs.
-# Real entries keep only "time" and "type", two short strings, after "seq", so the search scans
-# a few dozen bytes and succeeds; a "}" inside those strings, a nested object after "seq" or "seq"
-# as the last key merely sends the entry to the full check.
-
-_SEQ_KEY = b'"seq":'
-_SEQ_KEY_LEN = len(_SEQ_KEY)
-_BEFORE_KEY = b"{,"
-#: Deferred entries held before a head covers them, in bytes (with a per-entry allowance for the
-#: bookkeeping); past this they are checked in full at once.
-_DEFERRED_BYTES = 8 * 2**20
-_DEFERRED_OVERHEAD = 128
-
-
-def _seq_is(entry: bytes, seq: int) -> bool:
-    """True only if ``entry`` (when valid JSON) is an object whose top-level ``seq`` is ``seq``.
-
-    False means "mismatch or not sure": parse the entry in full. See the proof above; the verifier's
-    hot loop and the worker's loop (:func:`_summarise`) carry inline copies.
-    """
-    digits = b"%d," % seq
-    at = entry.rfind(_SEQ_KEY)
-    return (
-        at > 0
-        and entry[at - 1] in _BEFORE_KEY
-        and entry.startswith(digits, at + _SEQ_KEY_LEN)
-        and entry.find(b"}", at + _SEQ_KEY_LEN + len(digits)) == len(entry) - 1
-    )
-
-
-# RFC 4648 section 3.5: the bits that pad the last base64 character must be zero. Decoders ignore
-# them, so without this check one entry's bytes would have several spellings on its line; with it,
-# the line's text and the entry's bytes determine each other. These tables give, per character,
-# the bits that must be zero before "=" (1) or "==" (2).
-_ALPHABET = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
-_PAD_BITS_1 = bytes(_ALPHABET.index(c) & 0x03 if c in _ALPHABET else 0 for c in range(256))
-_PAD_BITS_2 = bytes(_ALPHABET.index(c) & 0x0F if c in _ALPHABET else 0 for c in range(256))
-
 
 # --------------------------------------------------------------------------- the record log
 
@@ -480,7 +418,7 @@ class _ExportLines:
     everything else (the header, reading ahead to diagnose a fault, the trailing-data check)
     iterates ``(number, line)`` pairs from where the hot loop left off (:meth:`resume_after`).
     A ``None`` among the chunks marks where a worker's share of the file begins (see
-    :func:`_summarise`): :meth:`take_chunk` returns it, iteration passes over it.
+    :func:`~exchange.ledger.verify_split._summarise`): :meth:`take_chunk` returns it, iteration passes over it.
     """
 
     def __init__(self, chunks: Iterator[list[bytes] | None]) -> None:
@@ -523,12 +461,6 @@ class _ExportLines:
         self._chunk, self._next, self.number = chunk, index + 1, number
 
 
-def _file_chunks(read_lines: Callable[[int], list[bytes]]) -> Iterator[list[bytes]]:
-    """A file's lines in chunks of about :data:`_CHUNK_BYTES`."""
-    while chunk := read_lines(_CHUNK_BYTES):
-        yield chunk
-
-
 def _batches(lines: Iterator[bytes]) -> Iterator[list[bytes]]:
     """Lines of an iterable in chunks of :data:`_CHUNK_LINES`."""
     while chunk := list(itertools.islice(lines, _CHUNK_LINES)):
@@ -567,6 +499,7 @@ class _Verifier:
         # (line, seq, bytes) of entries whose full check waits for a head to cover them
         self.deferred: list[tuple[int, int, bytes]] = []
         self.deferred_bytes = 0  # their size, with the allowance per entry: see _DEFERRED_BYTES
+        self.deferred_cap = _DEFERRED_BYTES  # read once: the worker's loop and this one use the same cap
         self.worker: _Worker | None = None  # verifying the export's second part, when it is a large file
 
     # ----------------------------------------------------------------- header
@@ -624,7 +557,7 @@ class _Verifier:
         stack, log = self.stack, self.log
         progress, every = self.progress, self.progress_every
         strict, deferred, deferred_bytes = self.strict, self.deferred, self.deferred_bytes
-        seq_key, key_len, before_key = _SEQ_KEY, _SEQ_KEY_LEN, _BEFORE_KEY
+        seq_key, key_len, before_key, cap = _SEQ_KEY, _SEQ_KEY_LEN, _BEFORE_KEY, self.deferred_cap
         size = self.size
         while True:
             chunk = lines.take_chunk()
@@ -682,7 +615,7 @@ class _Verifier:
                     ):
                         deferred.append((line, size, entry))
                         deferred_bytes += len(entry) + _DEFERRED_OVERHEAD
-                        if deferred_bytes > _DEFERRED_BYTES:
+                        if deferred_bytes > cap:
                             self.check_deferred()
                             deferred_bytes = 0
                     else:
@@ -763,7 +696,7 @@ class _Verifier:
         would have done otherwise (a different seq, the deferral cap reached across the split, no
         closing line): the caller then drops this copy.
         """
-        if self.deferred_bytes + summary.first_window_bytes > _DEFERRED_BYTES:
+        if self.deferred_bytes + summary.first_window_bytes > self.deferred_cap:
             raise LedgerProofError("The deferred entries would reach the cap across the split.")
         self.log_missing += [(seq, line + offset) for seq, offset in summary.log_missing]
         self.log_different += [(seq, line + offset) for seq, offset in summary.log_different]
@@ -1020,264 +953,6 @@ class _Verifier:
             missing_seqs=missing[:_LOG_EXAMPLES], missing_count=len(missing),
             different_seqs=different[:_LOG_EXAMPLES], different_count=len(different),
         )
-
-
-# --------------------------------------------------------------------------- the second core
-#
-# Each entry costs ~2.4 us of base64 decoding, hashing and checks that hold the GIL (hashlib lets
-# it go only for 2 KiB or more), so one process cannot verify more than ~400,000 entries/s, whatever
-# the loop; a bare "read, decode, hash" loop is already below 500,000. A large export file is
-# therefore cut in two at a line boundary: a forked worker process reads the second part while
-# this one reads the first, then this one takes over the worker's summary of its part.
-#
-# The worker only vouches; it never decides a verdict. It runs the same checks the hot loop runs
-# on every entry line (the writer's exact shape, consecutive seqs, strict base64, the seq inside
-# the entry or the full check, the deferral cap, the full check of the unsigned tail, the record
-# log) and sends back the heads and the end line untouched, with each run of entries between them
-# folded into its perfect subtrees (RFC 9162 section 2.1.1). This process then verifies the heads
-# (key, signature, order, place, fork, root) and the end line through the very code of the single
-# pass. At the first thing out of the ordinary (any line not in the writer's shape, a problem, a
-# head that does not verify) the worker's summary is dropped and this process reads the second
-# part itself, line by line, with its state as it was at the split: what is then reported, and
-# at which line, is exactly what a single pass reports.
-
-#: Files smaller than this are verified in one process (forking costs a few milliseconds).
-_PARALLEL_MIN_BYTES = 32 * 2**20
-#: The share of the file the worker verifies: this process also verifies every head and folds the
-#: worker's subtrees, so it takes the smaller part.
-_WORKER_SHARE = 0.52
-_ENTRY_SEQ = re.compile(rb'","kind":"entry","seq":(0|[1-9][0-9]*)}\n\Z')
-
-
-@dataclass(frozen=True, slots=True)
-class _Run:
-    """Consecutive entries from ``first_seq``, as the perfect subtrees covering them: ``(level, hash)``."""
-
-    first_seq: int
-    subtrees: list[tuple[int, bytes]]
-
-
-@dataclass(frozen=True, slots=True)
-class _Line:
-    """A head or end line, ``offset`` lines after the split, for this process to check."""
-
-    offset: int
-    raw: bytes
-
-
-@dataclass(frozen=True, slots=True)
-class _Summary:
-    """What the worker vouches for: its part of the export, every entry in it checked."""
-
-    events: list[_Run | _Line]
-    #: Deferred bytes before its first head: with those before the split they may reach the cap.
-    first_window_bytes: int
-    #: (seq, line offset) of entries the record log lacks or has otherwise, in export order.
-    log_missing: list[tuple[int, int]]
-    log_different: list[tuple[int, int]]
-    log_checked: int
-    log_orphans: int
-
-
-def _perfect_subtrees(leaves: list[bytes], start: int) -> list[tuple[int, bytes]]:
-    """The perfect subtrees, left to right, that the tree's frontier merges leaves ``start``… into.
-
-    Each is the largest that starts where the previous ended, is aligned (begins at a multiple of
-    its size) and fits: appended to a frontier of ``start`` leaves one after the other they give the
-    same frontier as the leaves appended one by one.
-    """
-    sha256 = hashlib.sha256
-    subtrees: list[tuple[int, bytes]] = []
-    done, position = 0, start
-    while done < len(leaves):
-        level = (len(leaves) - done).bit_length() - 1
-        if position:
-            level = min(level, (position & -position).bit_length() - 1)
-        nodes = leaves[done : done + (1 << level)]
-        while len(nodes) > 1:
-            pairs = zip(nodes[::2], nodes[1::2], strict=True)
-            nodes = [sha256(b"\x01" + left + right).digest() for left, right in pairs]
-        subtrees.append((level, nodes[0]))
-        done += 1 << level
-        position += 1 << level
-    return subtrees
-
-
-def _summarise(verifier: _Verifier, path: str | os.PathLike[str], offset: int) -> _Summary | None:
-    """Check the export from byte ``offset`` (a line's start) to its end; None at anything unusual.
-
-    Line numbers in the checks are offsets from the split (the caller adds the line there).
-    """
-    sha256, a2b = hashlib.sha256, binascii.a2b_base64
-    prefix, start = ENTRY_LINE_PREFIX, len(ENTRY_LINE_PREFIX)
-    suffix = ENTRY_LINE_SUFFIX + b"\n"
-    strict, log = verifier.strict, verifier.log
-    seq_key, key_len, before_key = _SEQ_KEY, _SEQ_KEY_LEN, _BEFORE_KEY
-    verifier.log_missing, verifier.log_different, verifier.log_checked, verifier.log_orphans = [], [], 0, 0
-    events: list[_Run | _Line] = []
-    leaves: list[bytes] = []
-    window: list[tuple[int, int, bytes]] = []  # deferred entries since the last head
-    window_bytes, first_window_bytes = 0, -1
-    size = run_start = -1
-    number, ended = 0, False
-    try:
-        with Path(path).open("rb") as handle:
-            handle.seek(offset)
-            for chunk in _file_chunks(handle.readlines):
-                for raw in chunk:
-                    number += 1
-                    if ended:
-                        return None  # trailing data
-                    if not raw.startswith(prefix):
-                        if leaves:
-                            events.append(_Run(run_start, _perfect_subtrees(leaves, run_start)))
-                            leaves = []
-                        value = json.loads(raw)
-                        kind = value.get("kind") if isinstance(value, dict) else None
-                        if kind not in ("head", "end"):
-                            return None
-                        if first_window_bytes < 0:
-                            first_window_bytes = window_bytes
-                        if kind == "end":
-                            for line, seq, entry in window:  # the unsigned tail
-                                verifier.check_entry(entry, line, seq)
-                            ended = True
-                        window.clear()
-                        window_bytes = 0
-                        events.append(_Line(number, raw))
-                        continue
-                    if size < 0:
-                        first = _ENTRY_SEQ.search(raw)
-                        if first is None:
-                            return None
-                        size = int(first[1])
-                    if not leaves:
-                        run_start = size
-                    tail = suffix % size
-                    if not raw.endswith(tail):
-                        return None
-                    text = raw[start : len(raw) - len(tail)]
-                    entry = a2b(text, strict_mode=True)
-                    if text.endswith(b"=") and (_PAD_BITS_2[text[-3]] if text[-2] == 61 else _PAD_BITS_1[text[-2]]):
-                        return None
-                    if strict:
-                        verifier.check_entry(entry, number, size)
-                    else:
-                        # As in the hot loop (see _seq_is): defer the full check, or do it now.
-                        digits = b"%d," % size
-                        at = entry.rfind(seq_key)
-                        if (
-                            at > 0
-                            and entry[at - 1] in before_key
-                            and entry.startswith(digits, at + key_len)
-                            and entry.find(b"}", at + key_len + len(digits)) == len(entry) - 1
-                        ):
-                            window.append((number, size, entry))
-                            window_bytes += len(entry) + _DEFERRED_OVERHEAD
-                            if window_bytes > _DEFERRED_BYTES:
-                                if first_window_bytes < 0:
-                                    return None  # where the cap is reached depends on the first part
-                                for line, seq, deferred in window:
-                                    verifier.check_entry(deferred, line, seq)
-                                window.clear()
-                                window_bytes = 0
-                        else:
-                            verifier.check_entry(entry, number, size)
-                    leaf = sha256(b"\x00" + entry).digest()
-                    leaves.append(leaf)
-                    if log is not None:
-                        verifier.check_log(leaf, number, size)
-                    size += 1
-    except (LedgerProofError, ValueError, OSError):  # binascii.Error and JSON errors are ValueErrors
-        return None
-    if not ended:
-        return None
-    return _Summary(
-        events, first_window_bytes, verifier.log_missing, verifier.log_different, verifier.log_checked,
-        verifier.log_orphans,
-    )
-
-
-def _work(verifier: _Verifier, path: str | os.PathLike[str], offset: int, results: Connection) -> None:
-    """The worker process: send the summary of the file from ``offset``, or None."""
-    summary: _Summary | None = None
-    try:
-        summary = _summarise(verifier, path, offset)
-    finally:  # whatever happened, the verifier gets an answer rather than waiting for one
-        results.send(summary)
-        results.close()
-
-
-class _Worker:
-    """A forked process verifying the export file from byte ``offset``; see the section's comment."""
-
-    def __init__(self, verifier: _Verifier, path: str | os.PathLike[str], offset: int) -> None:
-        context = multiprocessing.get_context("fork")
-        self._results, sending = context.Pipe(duplex=False)
-        self._process = context.Process(target=_work, args=(verifier, path, offset, sending), daemon=True)
-        self._process.start()
-        sending.close()
-
-    def result(self) -> _Summary | None:
-        """Wait for the worker's summary; None if it could not vouch for its part or died."""
-        try:
-            summary: _Summary | None = self._results.recv()
-        except (EOFError, OSError):
-            summary = None
-        self.close()
-        return summary
-
-    def close(self) -> None:
-        """Stop the worker if it still runs (verification ended before the split) and reap it."""
-        if self._process.is_alive():
-            self._process.terminate()
-        self._process.join()
-        self._results.close()
-
-
-def _split_offset(path: str | os.PathLike[str]) -> int | None:
-    """Where a worker should start reading the export file, or None to verify it in one process.
-
-    Only a regular file of at least :data:`_PARALLEL_MIN_BYTES` is split, only where a second core
-    is free to use and processes can be forked, and only from a process running one thread: a forked
-    child of a threaded process may find a lock held by a thread that it does not have.
-    """
-    if "fork" not in multiprocessing.get_all_start_methods() or threading.active_count() > 1:
-        return None
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    if cores < 2:
-        return None
-    try:
-        with Path(path).open("rb") as handle:
-            status = os.fstat(handle.fileno())
-            if not stat.S_ISREG(status.st_mode) or status.st_size < _PARALLEL_MIN_BYTES:
-                return None
-            handle.seek(int(status.st_size * (1 - _WORKER_SHARE)))
-            handle.readline()  # to the start of the next line
-            offset = handle.tell()
-    except OSError:
-        return None  # the single pass reports it
-    return offset if offset < status.st_size else None
-
-
-def _split_chunks(handle: BinaryIO, offset: int) -> Iterator[list[bytes] | None]:
-    """The file's chunks as :func:`_file_chunks` reads them, with a ``None`` where byte ``offset`` is.
-
-    ``readlines(hint)`` stops after the line that takes it past ``hint``, so asking for one byte
-    less than is left before the split stops exactly there. Should the file have changed since
-    the offset was chosen, so that a line now crosses it, no ``None`` is given: no hand-over.
-    """
-    position = 0
-    while position < offset:
-        left = offset - position
-        chunk = handle.readlines(min(_CHUNK_BYTES, left - 1)) if left > 1 else [handle.readline()]
-        if not chunk or not chunk[0]:
-            return  # the file ended before the split
-        position += sum(map(len, chunk))
-        yield chunk
-    if position == offset:
-        yield None
-    yield from _file_chunks(handle.readlines)
 
 
 def _lines_of(source: Iterable[bytes] | Iterable[str]) -> Iterator[bytes]:
