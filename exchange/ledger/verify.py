@@ -118,7 +118,7 @@ from exchange.ledger.verify_lines import (
     _PAD_BITS_1,
     _PAD_BITS_2,
     _SEQ_KEY,
-    _SEQ_KEY_LEN,
+    _SEQ_MEMBER,
     _file_chunks,
 )
 from exchange.ledger.verify_split import _Run, _split_chunks, _split_offset, _Summary, _Worker
@@ -555,9 +555,11 @@ class _Verifier:
         suffix = ENTRY_LINE_SUFFIX + b"\n"
         canonical, scan, encode = _canonical_entry, _SCAN, _ENCODE
         stack, log = self.stack, self.log
+        pop, push = stack.pop, stack.append
         progress, every = self.progress, self.progress_every
-        strict, deferred, deferred_bytes = self.strict, self.deferred, self.deferred_bytes
-        seq_key, key_len, before_key, cap = _SEQ_KEY, _SEQ_KEY_LEN, _BEFORE_KEY, self.deferred_cap
+        strict, defer, deferred_bytes = self.strict, self.deferred.append, self.deferred_bytes
+        seq_key, member, before_key, cap = _SEQ_KEY, _SEQ_MEMBER, _BEFORE_KEY, self.deferred_cap
+        overhead, pad_bits_1, pad_bits_2 = _DEFERRED_OVERHEAD, _PAD_BITS_1, _PAD_BITS_2
         size = self.size
         while True:
             chunk = lines.take_chunk()
@@ -599,22 +601,21 @@ class _Verifier:
                 try:
                     entry = a2b(text, strict_mode=True)
                     # strict decoding guarantees at least four characters when the text ends in "="
-                    if text.endswith(b"=") and (_PAD_BITS_2[text[-3]] if text[-2] == 61 else _PAD_BITS_1[text[-2]]):
+                    if text.endswith(b"=") and (pad_bits_2[text[-3]] if text[-2] == 61 else pad_bits_1[text[-2]]):
                         raise binascii.Error
                 except binascii.Error:
                     _fail("entry.bad_base64", line, size, f"Entry seq {size} (line {line}) is not valid base64.")
                 if not strict:
                     # Inline copy of _seq_is (see its proof): the top-level seq is this entry's position.
-                    digits = b"%d," % size
                     at = entry.rfind(seq_key)
                     if (
                         at > 0
                         and entry[at - 1] in before_key
-                        and entry.startswith(digits, at + key_len)
-                        and entry.find(b"}", at + key_len + len(digits)) == len(entry) - 1
+                        and entry.startswith(member % size, at)
+                        and entry.find(b"}", at) == len(entry) - 1
                     ):
-                        deferred.append((line, size, entry))
-                        deferred_bytes += len(entry) + _DEFERRED_OVERHEAD
+                        defer((line, size, entry))
+                        deferred_bytes += len(entry) + overhead
                         if deferred_bytes > cap:
                             self.check_deferred()
                             deferred_bytes = 0
@@ -643,9 +644,9 @@ class _Verifier:
                     self.check_log(node, line, size)
                 count = size
                 while count & 1:
-                    node = sha256(b"\x01" + stack.pop() + node).digest()
+                    node = sha256(b"\x01" + pop() + node).digest()
                     count >>= 1
-                stack.append(node)
+                push(node)
                 size += 1
                 if progress is not None and size % every == 0:
                     progress(size)

@@ -43,8 +43,9 @@ def _file_chunks(read_lines: Callable[[int], list[bytes]]) -> Iterator[list[byte
 #    ":" after it makes it a member name: ``at`` starts a member "seq" of some object O.
 # 2. The value is ``digits`` (``%d`` of a non-negative int: no sign, no leading zero) followed by
 #    ",", which cannot continue a JSON number: the value is that integer (not 5.0, 5e0, 50 or 05).
-# 3. The first "}" at or after ``stop`` is the text's last byte. A valid JSON text ending in "}"
-#    is an object T closed by that byte. O's own closing "}" lies after ``stop``; were O nested in
+# 3. The first "}" at or after ``stop`` is the text's last byte (the search starts at ``at``: the
+#    bytes from ``at`` to ``stop`` are ``"seq":``, digits and "," and hold no "}"). A valid JSON
+#    text ending in "}" is an object T closed by that byte. O's own closing "}" lies after ``stop``; were O nested in
 #    T, T's closing "}" would be a second, later one. So O is T: "seq" is a top-level member.
 # 4. It is the last top-level "seq" member: ``at`` is the last occurrence of the bytes at all.
 #
@@ -55,7 +56,9 @@ def _file_chunks(read_lines: Callable[[int], list[bytes]]) -> Iterator[list[byte
 # as the last key merely sends the entry to the full check.
 
 _SEQ_KEY = b'"seq":'
-_SEQ_KEY_LEN = len(_SEQ_KEY)
+#: The member the search expects at ``at``, key, value and comma: one ``%`` and one ``startswith``
+#: (~50 ns an entry less than formatting the digits and adding the key's length to ``at``).
+_SEQ_MEMBER = b'"seq":%d,'
 _BEFORE_KEY = b"{,"
 #: Deferred entries held before a head covers them, in bytes (with a per-entry allowance for the
 #: bookkeeping); past this they are checked in full at once.
@@ -70,13 +73,12 @@ def _seq_is(entry: bytes, seq: int) -> bool:
     hot loop and the worker's loop (:func:`exchange.ledger.verify_split._summarise`) carry inline
     copies.
     """
-    digits = b"%d," % seq
     at = entry.rfind(_SEQ_KEY)
     return (
         at > 0
         and entry[at - 1] in _BEFORE_KEY
-        and entry.startswith(digits, at + _SEQ_KEY_LEN)
-        and entry.find(b"}", at + _SEQ_KEY_LEN + len(digits)) == len(entry) - 1
+        and entry.startswith(_SEQ_MEMBER % seq, at)
+        and entry.find(b"}", at) == len(entry) - 1
     )
 
 

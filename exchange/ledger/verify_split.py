@@ -49,7 +49,7 @@ from exchange.ledger.verify_lines import (
     _PAD_BITS_1,
     _PAD_BITS_2,
     _SEQ_KEY,
-    _SEQ_KEY_LEN,
+    _SEQ_MEMBER,
     _file_chunks,
 )
 
@@ -121,32 +121,47 @@ def _perfect_subtrees(leaves: list[bytes], start: int) -> list[tuple[int, bytes]
 def _summarise(verifier: _Verifier, path: str | os.PathLike[str], offset: int) -> _Summary | None:
     """Check the export from byte ``offset`` (a line's start) to its end; None at anything unusual.
 
-    Line numbers in the checks are offsets from the split (the caller adds the line there).
+    Line numbers in the summary are offsets from the split (the caller adds the line there).
     """
     sha256, a2b = hashlib.sha256, binascii.a2b_base64
     prefix, start = ENTRY_LINE_PREFIX, len(ENTRY_LINE_PREFIX)
     suffix = ENTRY_LINE_SUFFIX + b"\n"
-    strict, log = verifier.strict, verifier.log
-    seq_key, key_len, before_key, cap = _SEQ_KEY, _SEQ_KEY_LEN, _BEFORE_KEY, verifier.deferred_cap
+    strict, log, check_entry = verifier.strict, verifier.log, verifier.check_entry
+    seq_key, member, before_key, cap = _SEQ_KEY, _SEQ_MEMBER, _BEFORE_KEY, verifier.deferred_cap
     verifier.log_missing, verifier.log_different, verifier.log_checked, verifier.log_orphans = [], [], 0, 0
     events: list[_Run | _Line] = []
     leaves: list[bytes] = []
-    window: list[tuple[int, int, bytes]] = []  # deferred entries since the last head
+    add_leaf = leaves.append
+    window: list[tuple[int, bytes]] = []  # (seq, bytes) of the deferred entries since the last head
+    defer = window.append
     window_bytes, first_window_bytes = 0, -1
-    size = run_start = -1
-    number, ended = 0, False
+    overhead, pad_bits_1, pad_bits_2 = _DEFERRED_OVERHEAD, _PAD_BITS_1, _PAD_BITS_2
     try:
         with Path(path).open("rb") as handle:
             handle.seek(offset)
-            for chunk in _file_chunks(handle.readlines):
+            size = 0  # the seq the worker's entries start from (if it has none, only line numbers use it)
+            for raw in handle:
+                if raw.startswith(prefix):
+                    found = _ENTRY_SEQ.search(raw)
+                    if found is None:
+                        return None
+                    size = int(found[1])
+                    break
+            run_start = size
+            base = size - 1  # an entry's line offset is size - base; each head or end line lowers base
+            handle.seek(offset)
+            chunks = _file_chunks(handle.readlines)
+            for chunk in chunks:
                 for raw in chunk:
-                    number += 1
-                    if ended:
-                        return None  # trailing data
-                    if not raw.startswith(prefix):
+                    tail = suffix % size
+                    if raw.endswith(tail) and raw.startswith(prefix):
+                        text = raw[start : len(raw) - len(tail)]
+                    elif raw.startswith(prefix):
+                        return None  # not the writer's entry line for this seq
+                    else:
                         if leaves:
                             events.append(_Run(run_start, _perfect_subtrees(leaves, run_start)))
-                            leaves = []
+                            leaves.clear()
                         value = json.loads(raw)
                         kind = value.get("kind") if isinstance(value, dict) else None
                         if kind not in ("head", "end"):
@@ -154,63 +169,54 @@ def _summarise(verifier: _Verifier, path: str | os.PathLike[str], offset: int) -
                         if first_window_bytes < 0:
                             first_window_bytes = window_bytes
                         if kind == "end":
-                            for line, seq, entry in window:  # the unsigned tail
-                                verifier.check_entry(entry, line, seq)
-                            ended = True
+                            for seq, entry in window:  # the unsigned tail
+                                check_entry(entry, seq - base, seq)
+                            # The end line must be the file's last line: anything after it is trailing data.
+                            if raw is not chunk[-1] or next(chunks, None) is not None:
+                                return None
+                            events.append(_Line(size - base, raw))
+                            return _Summary(
+                                events, first_window_bytes, verifier.log_missing, verifier.log_different,
+                                verifier.log_checked, verifier.log_orphans,
+                            )
+                        events.append(_Line(size - base, raw))
+                        base -= 1
                         window.clear()
-                        window_bytes = 0
-                        events.append(_Line(number, raw))
+                        window_bytes, run_start = 0, size
                         continue
-                    if size < 0:
-                        first = _ENTRY_SEQ.search(raw)
-                        if first is None:
-                            return None
-                        size = int(first[1])
-                    if not leaves:
-                        run_start = size
-                    tail = suffix % size
-                    if not raw.endswith(tail):
-                        return None
-                    text = raw[start : len(raw) - len(tail)]
                     entry = a2b(text, strict_mode=True)
-                    if text.endswith(b"=") and (_PAD_BITS_2[text[-3]] if text[-2] == 61 else _PAD_BITS_1[text[-2]]):
+                    if text.endswith(b"=") and (pad_bits_2[text[-3]] if text[-2] == 61 else pad_bits_1[text[-2]]):
                         return None
                     if strict:
-                        verifier.check_entry(entry, number, size)
+                        check_entry(entry, size - base, size)
                     else:
                         # As in the hot loop (see _seq_is): defer the full check, or do it now.
-                        digits = b"%d," % size
                         at = entry.rfind(seq_key)
                         if (
                             at > 0
                             and entry[at - 1] in before_key
-                            and entry.startswith(digits, at + key_len)
-                            and entry.find(b"}", at + key_len + len(digits)) == len(entry) - 1
+                            and entry.startswith(member % size, at)
+                            and entry.find(b"}", at) == len(entry) - 1
                         ):
-                            window.append((number, size, entry))
-                            window_bytes += len(entry) + _DEFERRED_OVERHEAD
+                            defer((size, entry))
+                            window_bytes += len(entry) + overhead
                             if window_bytes > cap:
                                 if first_window_bytes < 0:
                                     return None  # where the cap is reached depends on the first part
-                                for line, seq, deferred in window:
-                                    verifier.check_entry(deferred, line, seq)
+                                for seq, deferred in window:
+                                    check_entry(deferred, seq - base, seq)
                                 window.clear()
                                 window_bytes = 0
                         else:
-                            verifier.check_entry(entry, number, size)
+                            check_entry(entry, size - base, size)
                     leaf = sha256(b"\x00" + entry).digest()
-                    leaves.append(leaf)
+                    add_leaf(leaf)
                     if log is not None:
-                        verifier.check_log(leaf, number, size)
+                        verifier.check_log(leaf, size - base, size)
                     size += 1
     except (LedgerProofError, ValueError, OSError):  # binascii.Error and JSON errors are ValueErrors
         return None
-    if not ended:
-        return None
-    return _Summary(
-        events, first_window_bytes, verifier.log_missing, verifier.log_different, verifier.log_checked,
-        verifier.log_orphans,
-    )
+    return None  # no end line
 
 
 def _work(verifier: _Verifier, path: str | os.PathLike[str], offset: int, results: Connection) -> None:
