@@ -30,7 +30,8 @@ from exchange.ledger import (
 )
 from exchange.ledger import verify as verify_module
 from exchange.ledger.tree import Frontier
-from exchange.ledger.verify import _canonical_entry, _seq_is
+from exchange.ledger.verify import _canonical_entry
+from exchange.ledger.verify_lines import _seq_is
 from exchange.record import Record
 
 TIME = "2025-03-14T09:26:53.589Z"

@@ -32,6 +32,13 @@ checked first, so the first problem reported is still the earliest in the export
 mode. Memory is O(log n) for the tree plus the deferred entries since the last head, capped at
 ``_DEFERRED_BYTES``: beyond that they are checked in full at once (never laxer, only stricter).
 
+A large export file is verified on two cores: a forked worker process checks the second part of
+the file while this process checks the first, and this process then verifies the heads and the
+end line of the second part itself, folding in the subtrees the worker computed. The worker only
+vouches for a part in which everything is as the writer writes it; at anything else this process
+reads that part itself, so the verdict, the problem and its line are always the single pass's
+(see :mod:`exchange.ledger.verify_split`).
+
 The first problem stops verification with a :class:`~exchange.errors.LedgerProofError` whose
 ``extras`` say where and what: ``{"source": "export" | "log", "line": n, "seq": s, "problem":
 "<code>"}``. Problem codes are stable:
@@ -85,7 +92,9 @@ from __future__ import annotations
 
 import base64
 import binascii
+import copy
 import hashlib
+import itertools
 import json
 import json.encoder
 import os
@@ -102,10 +111,23 @@ from exchange.errors import CryptoError, LedgerProofError
 from exchange.ledger.export import ENTRY_LINE_PREFIX, ENTRY_LINE_SUFFIX, EXPORT_FORMAT
 from exchange.ledger.heads import TreeHead, check_timestamp
 from exchange.ledger.merkle import EMPTY_ROOT, leaf_hash
+from exchange.ledger.verify_lines import (
+    _BEFORE_KEY,
+    _DEFERRED_BYTES,
+    _DEFERRED_OVERHEAD,
+    _PAD_BITS_1,
+    _PAD_BITS_2,
+    _SEQ_KEY,
+    _SEQ_MEMBER,
+    _file_chunks,
+)
+from exchange.ledger.verify_split import _Run, _split_chunks, _split_offset, _Summary, _Worker
 from exchange.record import COMMITTED_EVENT
 
 #: Numbered export lines, as ``enumerate`` yields them; read ahead when diagnosing a fault.
 _Numbered = Iterator[tuple[int, bytes]]
+#: How many lines of an export given as an iterable are batched into one chunk.
+_CHUNK_LINES = 4096
 #: How many leading mismatching seqs a log error lists.
 _LOG_EXAMPLES = 20
 
@@ -259,71 +281,6 @@ def _canonical_entry(entry: bytes, line: int, seq: int) -> dict[str, Any]:
     return value
 
 
-# --------------------------------------------------------------------------- the seq, cheaply
-#
-# By default an entry under a signed head is not parsed: only its top-level "seq" is read, by a
-# bounded byte search from the end. ``"seq":`` can also occur in a nested object (under "actor",
-# "details", ... which sort before "seq", or under any key sorting after it) or inside a key
-# ending in a quote and "seq" (``"a\"seq":``), so the search accepts an occurrence only under
-# conditions that make it the top-level member, and otherwise answers "not sure" (the caller then
-# parses the entry in full).
-#
-# Claim: if ``entry`` is any valid JSON text (canonical or not) and ``_seq_is(entry, digits)`` is
-# true, then the entry is an object whose top-level "seq" is the integer written ``digits`` (the
-# last "seq" member if the key is repeated, as json.loads reads it). Proof, with ``at`` the last
-# occurrence of the six bytes ``"seq":`` and ``stop`` the end of ``digits`` and "," after it:
-#
-# 1. The byte before ``at`` is "{" or ",", so the quote at ``at`` is not inside a string (a quote
-#    inside a JSON string is always written escaped, right after a backslash), and as a quote
-#    outside a string followed by "s" it cannot close a string: it opens one. That string's
-#    content is ``seq`` (the next quote follows "q", not a backslash, so it closes it), and the
-#    ":" after it makes it a member name: ``at`` starts a member "seq" of some object O.
-# 2. The value is ``digits`` (``%d`` of a non-negative int: no sign, no leading zero) followed by
-#    ",", which cannot continue a JSON number: the value is that integer (not 5.0, 5e0, 50 or 05).
-# 3. The first "}" at or after ``stop`` is the text's last byte. A valid JSON text ending in "}"
-#    is an object T closed by that byte. O's own closing "}" lies after ``stop``; were O nested in
-#    T, T's closing "}" would be a second, later one. So O is T: "seq" is a top-level member.
-# 4. It is the last top-level "seq" member: ``at`` is the last occurrence of the bytes at all.
-#
-# Nothing is claimed for bytes that are not JSON: under a head the server's signature covers them
-# (see the module documentation), and in the unsigned tail or with ``strict`` the full check runs.
-# Real entries keep only "time" and "type", two short strings, after "seq", so the search scans
-# a few dozen bytes and succeeds; a "}" inside those strings, a nested object after "seq" or "seq"
-# as the last key merely sends the entry to the full check.
-
-_SEQ_KEY = b'"seq":'
-_SEQ_KEY_LEN = len(_SEQ_KEY)
-_BEFORE_KEY = b"{,"
-#: Deferred entries held before a head covers them, in bytes (with a per-entry allowance for the
-#: bookkeeping); past this they are checked in full at once.
-_DEFERRED_BYTES = 8 * 2**20
-_DEFERRED_OVERHEAD = 128
-
-
-def _seq_is(entry: bytes, seq: int) -> bool:
-    """True only if ``entry`` (when valid JSON) is an object whose top-level ``seq`` is ``seq``.
-
-    False means "mismatch or not sure": parse the entry in full. See the proof above; the verifier's
-    hot loop carries an inline copy.
-    """
-    digits = b"%d," % seq
-    at = entry.rfind(_SEQ_KEY)
-    return (
-        at > 0
-        and entry[at - 1] in _BEFORE_KEY
-        and entry.startswith(digits, at + _SEQ_KEY_LEN)
-        and entry.find(b"}", at + _SEQ_KEY_LEN + len(digits)) == len(entry) - 1
-    )
-
-
-# RFC 4648 section 3.5: the bits that pad the last base64 character must be zero. Decoders ignore
-# them, so without this check one entry's bytes would have several spellings on its line; with it,
-# the line's text and the entry's bytes determine each other. These tables give, per character,
-# the bits that must be zero before "=" (1) or "==" (2).
-_ALPHABET = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
-_PAD_BITS_1 = bytes(_ALPHABET.index(c) & 0x03 if c in _ALPHABET else 0 for c in range(256))
-_PAD_BITS_2 = bytes(_ALPHABET.index(c) & 0x0F if c in _ALPHABET else 0 for c in range(256))
-
 
 # --------------------------------------------------------------------------- the record log
 
@@ -454,6 +411,62 @@ def _entry_line_fields(value: Mapping[str, Any], line: int, expected: int) -> tu
     return seq, text
 
 
+class _ExportLines:
+    """The export's lines in chunks of whole lines, numbered from 1.
+
+    The hot loop takes a chunk at a time (:meth:`take_chunk`), which costs no per-line call;
+    everything else (the header, reading ahead to diagnose a fault, the trailing-data check)
+    iterates ``(number, line)`` pairs from where the hot loop left off (:meth:`resume_after`).
+    A ``None`` among the chunks marks where a worker's share of the file begins (see
+    :func:`~exchange.ledger.verify_split._summarise`): :meth:`take_chunk` returns it, iteration passes over it.
+    """
+
+    def __init__(self, chunks: Iterator[list[bytes] | None]) -> None:
+        self._chunks = chunks
+        self._chunk: list[bytes] = []
+        self._next = 0  # index in _chunk of the next line to hand out
+        self.number = 0  # the number of the last line handed out
+
+    def __iter__(self) -> _ExportLines:
+        return self
+
+    def __next__(self) -> tuple[int, bytes]:
+        while self._next >= len(self._chunk):
+            chunk = next(self._chunks)  # StopIteration: no more lines
+            if chunk is not None:
+                self._chunk, self._next = chunk, 0
+        raw = self._chunk[self._next]
+        self._next += 1
+        self.number += 1
+        return self.number, raw
+
+    def take_chunk(self) -> list[bytes] | None:
+        """The lines not handed out yet, up to a chunk's end: ``[]`` at the end, ``None`` at a split mark.
+
+        They count as handed out: a caller that stops part way says where with :meth:`resume_after`.
+        """
+        if self._next < len(self._chunk):
+            rest = self._chunk[self._next :]
+        else:
+            chunk = next(self._chunks, [])
+            if chunk is None:
+                return None
+            rest = chunk
+        self._chunk, self._next = rest, len(rest)
+        self.number += len(rest)
+        return rest
+
+    def resume_after(self, chunk: list[bytes], index: int, number: int) -> None:
+        """Hand out next the line after ``chunk[index]``, which is line ``number``."""
+        self._chunk, self._next, self.number = chunk, index + 1, number
+
+
+def _batches(lines: Iterator[bytes]) -> Iterator[list[bytes]]:
+    """Lines of an iterable in chunks of :data:`_CHUNK_LINES`."""
+    while chunk := list(itertools.islice(lines, _CHUNK_LINES)):
+        yield chunk
+
+
 class _Verifier:
     """One pass over one export; all state for :func:`verify_export`."""
 
@@ -485,6 +498,9 @@ class _Verifier:
         self.log_orphans = 0
         # (line, seq, bytes) of entries whose full check waits for a head to cover them
         self.deferred: list[tuple[int, int, bytes]] = []
+        self.deferred_bytes = 0  # their size, with the allowance per entry: see _DEFERRED_BYTES
+        self.deferred_cap = _DEFERRED_BYTES  # read once: the worker's loop and this one use the same cap
+        self.worker: _Worker | None = None  # verifying the export's second part, when it is a large file
 
     # ----------------------------------------------------------------- header
 
@@ -520,7 +536,7 @@ class _Verifier:
 
     # ----------------------------------------------------------------- entries
 
-    def run(self, lines: _Numbered) -> None:
+    def run(self, lines: _ExportLines) -> None:
         """The single pass; at any problem, a deferred earlier entry's own problem is reported first."""
         try:
             self.pass_over(lines)
@@ -531,7 +547,7 @@ class _Verifier:
                 raise earlier from None
             raise
 
-    def pass_over(self, lines: _Numbered) -> None:
+    def pass_over(self, lines: _ExportLines) -> None:
         """The hot loop: one pass, fast path for the exact line shape the writer emits."""
         sha256 = hashlib.sha256
         a2b = binascii.a2b_base64
@@ -539,94 +555,184 @@ class _Verifier:
         suffix = ENTRY_LINE_SUFFIX + b"\n"
         canonical, scan, encode = _canonical_entry, _SCAN, _ENCODE
         stack, log = self.stack, self.log
+        pop, push = stack.pop, stack.append
         progress, every = self.progress, self.progress_every
-        strict, deferred, deferred_bytes = self.strict, self.deferred, 0
-        seq_key, key_len, before_key = _SEQ_KEY, _SEQ_KEY_LEN, _BEFORE_KEY
+        strict, defer, deferred_bytes = self.strict, self.deferred.append, self.deferred_bytes
+        seq_key, member, before_key, cap = _SEQ_KEY, _SEQ_MEMBER, _BEFORE_KEY, self.deferred_cap
+        overhead, pad_bits_1, pad_bits_2 = _DEFERRED_OVERHEAD, _PAD_BITS_1, _PAD_BITS_2
         size = self.size
-        line = 1
-        for line, raw in lines:
-            # Fast path: the exact bytes the writer emits for entry ``size``. Whatever lies between
-            # prefix and suffix must then be strict base64, so a line that only looks right fails there.
-            tail = suffix % size
-            if raw.endswith(tail) and raw.startswith(prefix):
-                text = raw[start : len(raw) - len(tail)]
-            elif raw.startswith(prefix):
-                text = self.entry_line_slow(raw, line, size, lines)
-            else:
-                self.size = size
-                value = _parse_line(raw, line, size)
-                kind = value["kind"]
-                if kind == "head":
-                    self.head(value, line, lines)  # covers, and so drops, the deferred entries
-                    deferred_bytes = 0
-                    continue
-                if kind == "end":
-                    self.check_deferred()  # the unsigned tail: nothing but this check covers it
-                    self.end(value, line, lines)
+        while True:
+            chunk = lines.take_chunk()
+            if chunk is None:  # the worker's share of the file begins here
+                self.size, self.deferred_bytes = size, deferred_bytes
+                if self.hand_over(lines.number):
                     return
-                seq, b64 = _entry_line_fields(value, line, size)
-                if seq != size:
-                    self.sequence_problem(line, seq, size, lines)
-                text = b64.encode("ascii", "replace")
-            try:
-                entry = a2b(text, strict_mode=True)
-                # strict decoding guarantees at least four characters when the text ends in "="
-                if text.endswith(b"=") and (_PAD_BITS_2[text[-3]] if text[-2] == 61 else _PAD_BITS_1[text[-2]]):
-                    raise binascii.Error
-            except binascii.Error:
-                _fail("entry.bad_base64", line, size, f"Entry seq {size} (line {line}) is not valid base64.")
-            if not strict:
-                # Inline copy of _seq_is (see its proof): the top-level seq is this entry's position.
-                digits = b"%d," % size
-                at = entry.rfind(seq_key)
-                if (
-                    at > 0
-                    and entry[at - 1] in before_key
-                    and entry.startswith(digits, at + key_len)
-                    and entry.find(b"}", at + key_len + len(digits)) == len(entry) - 1
-                ):
-                    deferred.append((line, size, entry))
-                    deferred_bytes += len(entry) + _DEFERRED_OVERHEAD
-                    if deferred_bytes > _DEFERRED_BYTES:
-                        self.check_deferred()
+                continue  # the worker could not vouch for its share: read it here, line by line
+            if not chunk:
+                break
+            line = start_line = lines.number - len(chunk)
+            for raw in chunk:
+                line += 1
+                # Fast path: the exact bytes the writer emits for entry ``size``. Whatever lies between
+                # prefix and suffix must then be strict base64, so a line that only looks right fails there.
+                tail = suffix % size
+                if raw.endswith(tail) and raw.startswith(prefix):
+                    text = raw[start : len(raw) - len(tail)]
+                elif raw.startswith(prefix):
+                    lines.resume_after(chunk, line - start_line - 1, line)  # where a read-ahead starts
+                    text = self.entry_line_slow(raw, line, size, lines)
+                else:
+                    lines.resume_after(chunk, line - start_line - 1, line)
+                    self.size = size
+                    value = _parse_line(raw, line, size)
+                    kind = value["kind"]
+                    if kind == "head":
+                        self.head(value, line, lines)  # covers, and so drops, the deferred entries
                         deferred_bytes = 0
-                else:
-                    self.check_entry(entry, line, size)  # raises with the precise problem, or passes
-            else:
-                # Inline copy of check_entry's fast route (a function call per entry costs ~8%).
+                        continue
+                    if kind == "end":
+                        self.check_deferred()  # the unsigned tail: nothing but this check covers it
+                        self.end(value, line, lines)
+                        return
+                    seq, b64 = _entry_line_fields(value, line, size)
+                    if seq != size:
+                        self.sequence_problem(line, seq, size, lines)
+                    text = b64.encode("ascii", "replace")
                 try:
-                    body = entry.decode("utf-8")
-                    obj, stop = scan(body, 0)
-                except (_NeedsFullCanonicalisation, ValueError, StopIteration):
-                    obj = canonical(entry, line, size)
+                    entry = a2b(text, strict_mode=True)
+                    # strict decoding guarantees at least four characters when the text ends in "="
+                    if text.endswith(b"=") and (pad_bits_2[text[-3]] if text[-2] == 61 else pad_bits_1[text[-2]]):
+                        raise binascii.Error
+                except binascii.Error:
+                    _fail("entry.bad_base64", line, size, f"Entry seq {size} (line {line}) is not valid base64.")
+                if not strict:
+                    # Inline copy of _seq_is (see its proof): the top-level seq is this entry's position.
+                    at = entry.rfind(seq_key)
+                    if (
+                        at > 0
+                        and entry[at - 1] in before_key
+                        and entry.startswith(member % size, at)
+                        and entry.find(b"}", at) == len(entry) - 1
+                    ):
+                        defer((line, size, entry))
+                        deferred_bytes += len(entry) + overhead
+                        if deferred_bytes > cap:
+                            self.check_deferred()
+                            deferred_bytes = 0
+                    else:
+                        self.check_entry(entry, line, size)  # raises with the precise problem, or passes
                 else:
-                    if type(obj) is not dict or stop != len(body) or not body.isascii() or encode is None:
+                    # Inline copy of check_entry's fast route (a function call per entry costs ~8%).
+                    try:
+                        body = entry.decode("utf-8")
+                        obj, stop = scan(body, 0)
+                    except (_NeedsFullCanonicalisation, ValueError, StopIteration):
                         obj = canonical(entry, line, size)
-                    elif "".join(encode(obj, 0)) != body:
-                        canonical(entry, line, size)  # raises entry.not_canonical with the wording
-                seq = obj.get("seq")
-                if seq != size or type(seq) is not int or type(obj.get("time")) is not str or (
-                    type(obj.get("type")) is not str
-                ):
-                    self.entry_fields_problem(obj, line, size)
-            # RFC 9162 section 2.1.1: leaf hash, then merge every perfect subtree it completes.
-            node = sha256(b"\x00" + entry).digest()
-            if log is not None:
-                self.check_log(node, line, size)
-            count = size
-            while count & 1:
-                node = sha256(b"\x01" + stack.pop() + node).digest()
-                count >>= 1
-            stack.append(node)
-            size += 1
-            if progress is not None and size % every == 0:
-                progress(size)
+                    else:
+                        if type(obj) is not dict or stop != len(body) or not body.isascii() or encode is None:
+                            obj = canonical(entry, line, size)
+                        elif "".join(encode(obj, 0)) != body:
+                            canonical(entry, line, size)  # raises entry.not_canonical with the wording
+                    seq = obj.get("seq")
+                    if seq != size or type(seq) is not int or type(obj.get("time")) is not str or (
+                        type(obj.get("type")) is not str
+                    ):
+                        self.entry_fields_problem(obj, line, size)
+                # RFC 9162 section 2.1.1: leaf hash, then merge every perfect subtree it completes.
+                node = sha256(b"\x00" + entry).digest()
+                if log is not None:
+                    self.check_log(node, line, size)
+                count = size
+                while count & 1:
+                    node = sha256(b"\x01" + pop() + node).digest()
+                    count >>= 1
+                push(node)
+                size += 1
+                if progress is not None and size % every == 0:
+                    progress(size)
+            lines.resume_after(chunk, len(chunk) - 1, line)  # the whole chunk is read
         self.size = size
+        line = lines.number
         _fail(
             "export.truncated", line + 1, size,
             f"The export stops after line {line} without its closing end line: it was cut short "
             f"(the next entry would have been seq {size}).",
         )
+
+    def hand_over(self, line: int) -> bool:
+        """At the split: take the worker's summary of the rest of the export, if it vouches for all of it.
+
+        ``line`` is the number of the last line read here. Returns True if the export is verified to
+        its end line exactly as :meth:`pass_over` would have; False (nothing changed) if there is no
+        worker, it found anything out of the ordinary, or a head, a count or the closing line does
+        not check out: then the rest is read here, which finds and words the problem.
+        """
+        summary = self.worker.result() if self.worker is not None else None
+        if summary is None:
+            return False
+        trial = self.trial_copy()
+        try:
+            reached = trial.apply(summary, line)
+        except LedgerProofError:
+            return False
+        self.__dict__.update(trial.__dict__)
+        if self.progress is not None:
+            for done in reached:
+                self.progress(done)
+        return True
+
+    def trial_copy(self) -> _Verifier:
+        """A copy whose state can change without changing this one's (the key, log and options shared)."""
+        trial = copy.copy(self)
+        trial.stack, trial.deferred = list(self.stack), list(self.deferred)
+        trial.signed_roots = dict(self.signed_roots)
+        trial.log_missing, trial.log_different = list(self.log_missing), list(self.log_different)
+        trial.worker = None
+        return trial
+
+    def apply(self, summary: _Summary, line: int) -> list[int]:
+        """Continue from line ``line`` with the worker's summary; return the progress counts reached.
+
+        Raises :class:`LedgerProofError` at anything :meth:`pass_over` would have stopped at, or
+        would have done otherwise (a different seq, the deferral cap reached across the split, no
+        closing line): the caller then drops this copy.
+        """
+        if self.deferred_bytes + summary.first_window_bytes > self.deferred_cap:
+            raise LedgerProofError("The deferred entries would reach the cap across the split.")
+        self.log_missing += [(seq, line + offset) for seq, offset in summary.log_missing]
+        self.log_different += [(seq, line + offset) for seq, offset in summary.log_different]
+        self.log_checked += summary.log_checked
+        self.log_orphans += summary.log_orphans
+        sha256, stack, every = hashlib.sha256, self.stack, self.progress_every
+        reached: list[int] = []
+        nothing: _Numbered = iter(())
+        for event in summary.events:
+            if isinstance(event, _Run):
+                if event.first_seq != self.size:
+                    raise LedgerProofError("The worker's entries do not start at the expected seq.")
+                size = self.size
+                for level, node in event.subtrees:  # each a perfect subtree starting at ``size``
+                    count = size >> level
+                    while count & 1:
+                        node = sha256(b"\x01" + stack.pop() + node).digest()
+                        count >>= 1
+                    stack.append(node)
+                    size += 1 << level
+                reached += range(self.size + every - self.size % every, size + 1, every)
+                self.size = size
+                continue
+            number = line + event.offset
+            value = _parse_line(event.raw, number, self.size)
+            if value["kind"] == "head":
+                self.head(value, number, nothing)
+                self.deferred_bytes = 0
+            elif value["kind"] == "end":
+                self.check_deferred()
+                self.end(value, number, nothing)
+                return reached
+            else:
+                raise LedgerProofError("The worker passed on an entry line.")
+        raise LedgerProofError("The worker's share has no end line.")
 
     def check_entry(self, entry: bytes, line: int, seq: int) -> None:
         """The full check: canonical JSON object, integer seq equal to its position, string time and type."""
@@ -894,19 +1000,26 @@ def verify_export(
     verifier = _Verifier(server_public_key, key_id, log, progress, progress_every, strict)
     try:
         if isinstance(source, str | os.PathLike):
+            offset = _split_offset(source)
+            if offset is not None:
+                verifier.worker = _Worker(verifier, source, offset)
             with Path(source).open("rb") as handle:
-                numbered = enumerate(handle, start=1)
-                verifier.header(numbered)
-                verifier.run(numbered)
+                chunks = _file_chunks(handle.readlines) if offset is None else _split_chunks(handle, offset)
+                lines = _ExportLines(chunks)
+                verifier.header(lines)
+                verifier.run(lines)
         else:
-            numbered = enumerate(_lines_of(source), start=1)
-            verifier.header(numbered)
-            verifier.run(numbered)
+            lines = _ExportLines(_batches(_lines_of(source)))
+            verifier.header(lines)
+            verifier.run(lines)
     except OSError as exc:
         raise LedgerProofError(
             f"The export cannot be read: {exc.strerror or exc}.",
             extras={"source": "export", "line": None, "seq": None, "problem": "export.unreadable"},
         ) from None
+    finally:
+        if verifier.worker is not None:  # verification stopped before the split
+            verifier.worker.close()
     verifier.log_problems()
     beyond = sum(1 for seq in log.entries if seq >= verifier.size) if log is not None else 0
     signed = max(verifier.last_head_size, 0)
