@@ -2,8 +2,9 @@
 
 ``ThrowawayHAProxy([("127.0.0.1", 8081), ("127.0.0.1", 8082)])`` writes a config in a temporary
 folder and runs Debian's ``haproxy`` in the foreground (``-db``) as a child process, listening on
-127.0.0.1 at a free port: round robin, each backend checked with ``GET /health`` every 200 ms and
-taken out at its first failed check, and a request whose connection a dead backend refuses is
+127.0.0.1 at a free port: round robin, each backend checked with ``GET /health`` every 250 ms and
+taken out after three failed checks (a check may take 2 s, as a loaded instance's may), and a request
+whose connection a dead backend refuses is
 retried on another one (``retries`` with ``option redispatch``). Runs the same as root or not.
 
     with ThrowawayHAProxy(backends) as balancer:
@@ -82,8 +83,11 @@ frontend web
 backend {BACKEND}
     balance roundrobin
     option httpchk GET /health
-    # Checked every 200 ms, out after one failure, back after two successes.
-    default-server inter 200ms fastinter 200ms downinter 200ms fall 1 rise 2
+    # Checked every 250 ms, out after three failures, back after two successes. A check may take 2 s: a
+    # loaded instance answers /health late, and one slow answer must not take every instance out at once
+    # (a dead one refuses the connection, so it fails its checks at once; its requests are redispatched).
+    timeout check 2s
+    default-server inter 250ms fastinter 250ms downinter 250ms fall 3 rise 2
 {servers}
 """
 
