@@ -573,3 +573,17 @@ async def test_opening_an_unreachable_server_is_store_unavailable() -> None:
         await asyncio.wait_for(open_store("postgresql://nobody@127.0.0.1:9/none"), 30)
 
 
+
+
+def test_every_method_of_the_contract_says_what_it_promises() -> None:
+    """The store's interface is the domain's: each abstract method states its contract for every backend."""
+    from exchange.store.base import Store as StoreInterface
+    from exchange.store.base import Transaction
+
+    silent = [
+        f"{interface.__name__}.{name}"
+        for interface in (Transaction, StoreInterface)
+        for name in sorted(interface.__abstractmethods__)
+        if not (getattr(interface, name).__doc__ or "").strip()
+    ]
+    assert silent == []

@@ -50,7 +50,8 @@ class Transaction(ABC):
 
     # -- directory
     @abstractmethod
-    async def insert_agency(self, agency: Agency) -> None: ...
+    async def insert_agency(self, agency: Agency) -> None:
+        """Store a new agency as given (its id is new: ids are generated, never reused)."""
 
     @abstractmethod
     async def set_agency_purposes(
@@ -59,14 +60,16 @@ class Transaction(ABC):
         """Replace the agency's purpose lists (None: no list, every purpose its kind allows)."""
 
     @abstractmethod
-    async def insert_member(self, member: Member) -> None: ...
+    async def insert_member(self, member: Member) -> None:
+        """Store a new member of an existing agency, active, with the roles given."""
 
     @abstractmethod
     async def insert_key(self, key: MemberKey) -> None:
         """Store a new key; :class:`exchange.errors.KeyInUse` if its id (its fingerprint) is registered already."""
 
     @abstractmethod
-    async def revoke_key(self, key_id: str, when: str) -> None: ...
+    async def revoke_key(self, key_id: str, when: str) -> None:
+        """Mark the key revoked as of ``when`` (ISO 8601); a key already revoked keeps its first time."""
 
     @abstractmethod
     async def remember_nonce(self, key_id: str, nonce: str, expires: str) -> bool:
@@ -80,7 +83,8 @@ class Transaction(ABC):
     # transaction; a row whose state has moved on raises StateChanged (409), so one of two racing
     # transitions wins and the other changes nothing.
     @abstractmethod
-    async def insert_packet(self, packet: PacketRecord) -> None: ...
+    async def insert_packet(self, packet: PacketRecord) -> None:
+        """Store a submitted packet; :class:`exchange.errors.Conflict` if its id (or manifest) was submitted before."""
 
     @abstractmethod
     async def get_packet(self, packet_id: str) -> PacketRecord | None:
@@ -102,7 +106,9 @@ class Transaction(ABC):
     @abstractmethod
     async def set_approval_state(
         self, packet_id: str, expected: ApprovalState, new: ApprovalState, approval: Mapping[str, Any] | None
-    ) -> None: ...
+    ) -> None:
+        """Compare-and-set the packet's approval state from ``expected`` to ``new`` (StateChanged if it moved
+        on), storing the signed ``approval`` document with it when given."""
 
     @abstractmethod
     async def set_packet_dues(self, packet_id: str, ack_due: str | None, action_due: str | None) -> None:
@@ -117,13 +123,16 @@ class Transaction(ABC):
         """Delete one recipient's sealed key (a copy that can no longer be opened); the record stays."""
 
     @abstractmethod
-    async def insert_delivery(self, delivery: DeliveryRecord) -> None: ...
+    async def insert_delivery(self, delivery: DeliveryRecord) -> None:
+        """Store one recipient's copy of a packet stored in this transaction or before."""
 
     @abstractmethod
-    async def get_delivery(self, packet_id: str, member_id: str) -> DeliveryRecord | None: ...
+    async def get_delivery(self, packet_id: str, member_id: str) -> DeliveryRecord | None:
+        """One recipient's copy of the packet as this transaction sees it, or None."""
 
     @abstractmethod
-    async def deliveries_for_packet(self, packet_id: str) -> list[DeliveryRecord]: ...
+    async def deliveries_for_packet(self, packet_id: str) -> list[DeliveryRecord]:
+        """Every copy of the packet as this transaction sees it, by recipient member id."""
 
     @abstractmethod
     async def set_delivery_state(
@@ -142,7 +151,8 @@ class Transaction(ABC):
         :data:`exchange.domain.DELIVERY_TIMES`."""
 
     @abstractmethod
-    async def insert_statement(self, statement: LoopStatement) -> None: ...
+    async def insert_statement(self, statement: LoopStatement) -> None:
+        """Store one signed loop statement (a report, confirmation, query or reply) as given."""
 
     @abstractmethod
     async def statements_for(self, packet_id: str, recipient_member: str) -> list[LoopStatement]:
@@ -171,7 +181,8 @@ class Transaction(ABC):
         """Compare-and-set the request's state; records the answering packet or the decline with it."""
 
     @abstractmethod
-    async def insert_share_decision(self, decision: ShareDecision) -> None: ...
+    async def insert_share_decision(self, decision: ShareDecision) -> None:
+        """Store a recorded decision not to share; :class:`exchange.errors.Conflict` if its id exists."""
 
     # -- deadlines
     @abstractmethod
@@ -214,10 +225,12 @@ class Transaction(ABC):
         """The state of an information request (``open``, ``answered``...), None if there is none."""
 
     @abstractmethod
-    async def insert_escalation(self, escalation: Escalation) -> None: ...
+    async def insert_escalation(self, escalation: Escalation) -> None:
+        """Store an escalation raised for an obligation (at most one per obligation)."""
 
     @abstractmethod
-    async def get_escalation(self, escalation_id: str) -> Escalation | None: ...
+    async def get_escalation(self, escalation_id: str) -> Escalation | None:
+        """The escalation as this transaction sees it, or None."""
 
     @abstractmethod
     async def acknowledge_escalation(self, escalation_id: str, member_id: str, when: str) -> bool:
@@ -269,7 +282,8 @@ class Store(ABC):
         """One serialised write transaction, committed on normal exit, rolled back on error."""
 
     @abstractmethod
-    async def close(self) -> None: ...
+    async def close(self) -> None:
+        """Release the store's connections; nothing may be called on it after."""
 
     @abstractmethod
     async def ping(self) -> None:
@@ -277,25 +291,32 @@ class Store(ABC):
 
     # -- directory
     @abstractmethod
-    async def get_agency(self, agency_id: str) -> Agency | None: ...
+    async def get_agency(self, agency_id: str) -> Agency | None:
+        """The agency, or None."""
 
     @abstractmethod
-    async def list_agencies(self) -> list[Agency]: ...
+    async def list_agencies(self) -> list[Agency]:
+        """Every agency, by name."""
 
     @abstractmethod
-    async def get_member(self, member_id: str) -> Member | None: ...
+    async def get_member(self, member_id: str) -> Member | None:
+        """The member, or None."""
 
     @abstractmethod
-    async def list_members(self, agency_id: str | None = None) -> list[Member]: ...
+    async def list_members(self, agency_id: str | None = None) -> list[Member]:
+        """Every member (of one agency when given), by agency then display name."""
 
     @abstractmethod
-    async def get_key(self, key_id: str) -> MemberKey | None: ...
+    async def get_key(self, key_id: str) -> MemberKey | None:
+        """The key with this id (its fingerprint), revoked or not, or None."""
 
     @abstractmethod
-    async def member_keys(self, member_id: str) -> list[MemberKey]: ...
+    async def member_keys(self, member_id: str) -> list[MemberKey]:
+        """Every key the member has had, revoked ones included, oldest first."""
 
     @abstractmethod
-    async def count_members(self) -> int: ...
+    async def count_members(self) -> int:
+        """How many members the directory holds (0: a new deployment)."""
 
     @abstractmethod
     async def nonce_seen(self, key_id: str, nonce: str) -> bool:
@@ -328,10 +349,12 @@ class Store(ABC):
     # -- packets. Listings are newest first and paged by keyset: ``after`` is the (created, id) of
     # the last row of the previous page.
     @abstractmethod
-    async def get_packet(self, packet_id: str) -> PacketRecord | None: ...
+    async def get_packet(self, packet_id: str) -> PacketRecord | None:
+        """The packet as last committed, or None."""
 
     @abstractmethod
-    async def deliveries_for_packet(self, packet_id: str) -> list[DeliveryRecord]: ...
+    async def deliveries_for_packet(self, packet_id: str) -> list[DeliveryRecord]:
+        """Every copy of the packet as last committed, by recipient member id."""
 
     @abstractmethod
     async def inbox(
@@ -343,7 +366,9 @@ class Store(ABC):
     @abstractmethod
     async def outbox(
         self, member_id: str, limit: int, after: Page | None = None, states: frozenset[PacketState] | None = None
-    ) -> list[PacketRecord]: ...
+    ) -> list[PacketRecord]:
+        """Packets the member sent, newest first (``created``, then id), ``limit`` of them after the
+        page cursor ``after``, optionally only in ``states``."""
 
     @abstractmethod
     async def packets_awaiting_approval(
@@ -356,7 +381,8 @@ class Store(ABC):
         """The loop statements of a packet (one recipient's, if given), oldest first."""
 
     @abstractmethod
-    async def get_escalation(self, escalation_id: str) -> Escalation | None: ...
+    async def get_escalation(self, escalation_id: str) -> Escalation | None:
+        """The escalation as last committed, or None."""
 
     @abstractmethod
     async def escalations(
@@ -373,14 +399,16 @@ class Store(ABC):
         owed by one of ``agencies_as_owing``; newest first (paged by raised_at, id)."""
 
     @abstractmethod
-    async def obligations_for(self, packet_id: str) -> list[Obligation]: ...
+    async def obligations_for(self, packet_id: str) -> list[Obligation]:
+        """Every obligation about the packet, by due time then id."""
 
     @abstractmethod
     async def oldest_due_obligation(self, now: str) -> tuple[int, str | None]:
         """How many open obligations are due at ``now``, and the oldest due time among them."""
 
     @abstractmethod
-    async def get_request(self, request_id: str) -> InfoRequest | None: ...
+    async def get_request(self, request_id: str) -> InfoRequest | None:
+        """The information request as last committed, or None."""
 
     @abstractmethod
     async def requests_for(
@@ -403,7 +431,8 @@ class Store(ABC):
         """Decisions not to share made by ``member_id`` (or, if None, by anyone in ``agency_id``), newest first."""
 
     @abstractmethod
-    async def packets_for_subject(self, pseudonym: str) -> list[PacketRecord]: ...
+    async def packets_for_subject(self, pseudonym: str) -> list[PacketRecord]:
+        """Every packet about the subject (a pseudonym), oldest first (``created``, then id)."""
 
     @abstractmethod
     async def subject_ledger(
@@ -418,7 +447,8 @@ class Store(ABC):
 
     # -- ledger
     @abstractmethod
-    async def ledger_size(self) -> int: ...
+    async def ledger_size(self) -> int:
+        """How many entries the ledger holds (the next entry's sequence number), as last committed."""
 
     @abstractmethod
     async def ledger_entries(self, start: int, stop: int) -> list[tuple[int, bytes, bytes]]:
@@ -436,10 +466,12 @@ class Store(ABC):
         """Entries ``start <= seq < stop`` in order, read in batches."""
 
     @abstractmethod
-    async def latest_tree_head(self) -> TreeHead | None: ...
+    async def latest_tree_head(self) -> TreeHead | None:
+        """The signed tree head of the largest size, or None before the first is signed."""
 
     @abstractmethod
-    async def tree_head(self, size: int) -> TreeHead | None: ...
+    async def tree_head(self, size: int) -> TreeHead | None:
+        """The signed tree head of exactly ``size`` entries, or None if none was signed at that size."""
 
     @abstractmethod
     async def tree_heads(self, start_size: int = 0, limit: int | None = None) -> list[TreeHead]:
