@@ -786,7 +786,8 @@ def main(argv: list[str] | None = None) -> int:
                 sys.executable, "-m", "exchange.cli.main", "serve", "--data-dir", str(config.data_dir / f"i{n}"),
                 "--keys-dir", str(config.keys_dir), "--port", str(port),
                 "--rate-limit-per-minute", "1000000000", "--max-concurrent-requests", "4096",
-                *(["--database", database] if database else []),
+                # The store seeded above (each instance keeps its own record log in its data folder).
+                "--database", str(config.database_target),
             ], work / f"server-{n}.log"))
         floor = start([sys.executable, str(SCRIPTS / "bench_floor.py"), "--port", str(floor_port),
                        "--database", str(work / "floor.sqlite"), "--keys", str(keys)], work / "floor.log")
