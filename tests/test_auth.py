@@ -7,11 +7,12 @@ from datetime import UTC, datetime, time, timedelta
 from typing import Any
 
 import aiohttp
+import pytest
 
 from exchange import httpsig
 from exchange.domain import utc_now
 from exchange.policy import load_catalogue
-from tests.conftest import Deployment
+from tests.conftest import Deployment, Servers
 
 
 async def _send(url: str, method: str, path: str, headers: dict[str, str], body: bytes = b"") -> tuple[int, Any]:
@@ -67,6 +68,20 @@ async def test_replayed_nonce_is_refused(deployment: Deployment) -> None:
     headers = httpsig.sign_request("GET", deployment.url + "/v1/me", b"", key)
     first, _ = await _send(deployment.url, "GET", "/v1/me", headers)
     second, problem = await _send(deployment.url, "GET", "/v1/me", headers)
+    assert (first, second) == (200, 401)
+    assert "replayed" in problem["detail"]
+
+
+@pytest.mark.both_engines
+async def test_attack_a_request_replayed_to_another_instance_is_refused(servers: Servers) -> None:
+    """Nonces live in the shared store: a request captured on its way to one instance and replayed to
+    another (behind a balancer both see the same Host) is a replay there too."""
+    one, two = await servers.start(), await servers.start()
+    key = one.credentials("school-dsl").signing
+    headers = httpsig.sign_request("GET", one.url + "/v1/me", b"", key)
+    first, _ = await _send(one.url, "GET", "/v1/me", headers)
+    as_if_balanced = headers | {"Host": one.url.removeprefix("http://")}
+    second, problem = await _send(two.url, "GET", "/v1/me", as_if_balanced)
     assert (first, second) == (200, 401)
     assert "replayed" in problem["detail"]
 
