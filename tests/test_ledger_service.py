@@ -22,7 +22,7 @@ from exchange.ledger import TreeHead, leaf_hash, verify_consistency, verify_expo
 from exchange.ledger.proofs import check_inclusion_answer
 from exchange.service.background import stop_task
 from exchange.web.keys import CONTEXT
-from tests.conftest import Deployment, Servers, beside
+from tests.conftest import Deployment, Servers, beside, store_of
 
 #: These run on PostgreSQL too: scripts/test runs them again with EXCHANGE_TEST_ENGINE=postgres.
 pytestmark = pytest.mark.both_engines
@@ -268,6 +268,26 @@ async def test_export_verifies_offline_with_the_log_and_tampering_is_found(
     with pytest.raises(LedgerProofError) as failed:
         verify_export(tampered, deployment.server_public_key)
     assert failed.value.extras["seq"] is not None or failed.value.extras["line"] is not None
+
+
+async def test_instances_appending_in_turn_keep_one_verified_tree(servers: Servers, tmp_path: Path) -> None:
+    """Each instance starts its next append from the frontier it last committed only while the ledger is
+    still that size: with two instances taking turns (and two at once), the export verifies offline, every
+    signed head's root included, and each instance's stored frontier reads as its cache said."""
+    one, two = await servers.start(), await servers.start()
+    for running in (one, two, two, one, one, two):
+        await _send_one(running)
+    await asyncio.gather(_send_one(one), _send_one(two), _send_one(one))
+    for running in (one, two):
+        memo = running.server.app[CONTEXT].frontier.current
+        stored = await store_of(running).ledger_nodes(list(memo.nodes))
+        assert dict(memo.nodes) == stored and memo.size > 0
+    async with one.client("auditor") as auditor:
+        size = await store_of(one).ledger_size()
+        await _signed_size_at_least(auditor, size)
+        export = tmp_path / "ledger.jsonl"
+        export.write_text(await auditor.request_text("GET", "/v1/ledger/export"))
+    assert verify_export(export, one.server_public_key).entries >= size
 
 
 async def test_the_record_log_survives_rotation(deployment: Deployment, tmp_path: Path) -> None:

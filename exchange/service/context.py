@@ -31,6 +31,7 @@ from exchange.domain import Event, LedgerReceipt, iso, new_id, utc_now
 from exchange.errors import ReadOnly
 from exchange.ledger import append as ledger_append
 from exchange.ledger.append import Appended
+from exchange.ledger.tree import NodeKey
 from exchange.policy import Catalogue
 from exchange.record import COMMITTED_EVENT, ROLLED_BACK_EVENT, Record
 from exchange.service import nonces
@@ -73,12 +74,40 @@ class PendingReceipt:
         return self.landed.entry
 
 
+@dataclass(frozen=True)
+class Frontier:
+    """The ledger's right edge (:func:`exchange.ledger.append.frontier_keys`) at ``size`` entries.
+
+    Committed entries never change, so the frontier an instance committed at ``size`` is the ledger's
+    for as long as the ledger has ``size`` entries, whichever instance appends next: a change whose
+    lock gives it that size starts from it instead of reading it (one round trip less under the lock).
+    """
+
+    size: int = -1
+    nodes: Mapping[NodeKey, bytes] = field(default_factory=dict)
+
+
+@dataclass
+class FrontierMemo:
+    """The latest frontier this instance committed (:attr:`current`), kept by the service context."""
+
+    current: Frontier = field(default_factory=Frontier)
+
+    def committed(self, frontier: Frontier | None) -> None:
+        """Remember ``frontier``, once the change that made it has committed, if it is the newest."""
+        if frontier is not None and frontier.size > self.current.size:
+            self.current = frontier
+
+
 @dataclass
 class Change:
     """One state change in progress: its transaction and the events it records."""
 
     tx: Transaction
     now: datetime
+    #: The instance's latest committed frontier, read when this change appends; and the one it leaves.
+    memo: FrontierMemo = field(default_factory=FrontierMemo)
+    frontier_after: Frontier | None = None
     #: The events appended to the ledger, with where they landed (after :meth:`append_recorded`).
     receipts: list[tuple[Event, LedgerReceipt]] = field(default_factory=list)
     #: Names this change in the record log: its ledger lines and its ``ledger.committed`` line.
@@ -97,7 +126,8 @@ class Change:
         if not self._recorded:
             return
         time = iso(self.now)
-        appended = await append_to_ledger(self.tx, [partial(_entry, event, time) for event, _ in self._recorded])
+        builds = [partial(_entry, event, time) for event, _ in self._recorded]
+        appended, self.frontier_after = await append_batch(self.tx, builds, self.memo.current)
         for (event, pending), row in zip(self._recorded, appended, strict=True):
             pending._landed = LedgerReceipt(row.seq, row.leaf_hash, row.entry)
             self.receipts.append((event, pending._landed))
@@ -109,13 +139,24 @@ def _entry(event: Event, time: str, seq: int) -> dict[str, Any]:
 
 
 async def append_to_ledger(tx: Transaction, builds: Sequence[Callable[[int], Mapping[str, Any]]]) -> list[Appended]:
-    """Append the entries ``build(seq)``, in order, inside ``tx``; the rows stored, one per build.
+    """Append the entries ``build(seq)``, in order, inside ``tx``; the rows stored, one per build."""
+    return (await append_batch(tx, builds))[0]
 
-    The backend locks the ledger, reads the first entry's frontier and stores the rows in one batch;
-    :mod:`exchange.ledger.append` computes them, each next entry's frontier from the one before.
+
+async def append_batch(
+    tx: Transaction, builds: Sequence[Callable[[int], Mapping[str, Any]]], known: Frontier | None = None
+) -> tuple[list[Appended], Frontier]:
+    """:func:`append_to_ledger`, and the frontier the batch leaves (to remember once ``tx`` has committed).
+
+    The backend locks the ledger and stores the rows in one batch; :mod:`exchange.ledger.append`
+    computes them, each next entry's frontier from the one before. The first frontier is ``known`` if
+    the lock finds the ledger at its size, else read from the store.
     """
     seq = await tx.lock_ledger()
-    nodes = await tx.ledger_frontier(ledger_append.frontier_keys(seq))
+    if known is not None and known.size == seq:
+        nodes = dict(known.nodes)
+    else:
+        nodes = await tx.ledger_frontier(ledger_append.frontier_keys(seq))
     appended: list[Appended] = []
     for build in builds:
         row = ledger_append.append(seq, build(seq), nodes)
@@ -123,7 +164,7 @@ async def append_to_ledger(tx: Transaction, builds: Sequence[Callable[[int], Map
         appended.append(row)
         seq += 1
     await tx.store_ledger_entries(appended)
-    return appended
+    return appended, Frontier(seq, {key: nodes[key] for key in ledger_append.frontier_keys(seq)})
 
 
 class WriteGate:
@@ -204,6 +245,8 @@ class ServiceContext:
     instance_id: str = field(default_factory=lambda: new_id("inst"))
     #: The read-only state (see the module documentation).
     writes: WriteGate = field(init=False)
+    #: The ledger's frontier as this instance last committed it.
+    frontier: FrontierMemo = field(default_factory=FrontierMemo)
 
     def __post_init__(self) -> None:
         self.writes = WriteGate(self.record, self.config.read_only_retry_seconds)
@@ -222,7 +265,7 @@ class ServiceContext:
         try:
             async with self.store.write() as tx:
                 await self.writes.before_change()
-                change = Change(tx, now)
+                change = Change(tx, now, self.frontier)
                 nonce = await nonces.store_pending(tx)
                 yield change
                 await change.append_recorded()
@@ -243,6 +286,7 @@ class ServiceContext:
                 self.record.mark(ROLLED_BACK_EVENT, txn=logged.txn, **_seqs(logged))
             raise
         self.writes.succeeded()
+        self.frontier.committed(change.frontier_after)
         if nonce is not None:
             nonce.stored = True
         if change.receipts:
