@@ -192,7 +192,11 @@ def total_cpu_seconds(pids: Sequence[int]) -> tuple[float, float, float]:
 
 
 def family_cpu_seconds(root: int | None) -> float:
-    """User + system CPU of a process and its children so far (PostgreSQL's postmaster and its backends)."""
+    """User + system CPU of a process and its children so far (PostgreSQL's postmaster and its backends).
+
+    A child that has exited is counted in the parent's own total of its waited-for children (``cutime``
+    and ``cstime``), so the sum never goes down when a backend ends between two readings.
+    """
     if root is None:
         return 0.0
     tick = os.sysconf("SC_CLK_TCK")
@@ -200,7 +204,9 @@ def family_cpu_seconds(root: int | None) -> float:
     for stat in Path("/proc").glob("[0-9]*/stat"):
         with contextlib.suppress(OSError, IndexError, ValueError):
             fields = stat.read_text().rsplit(")", 1)[1].split()
-            if int(stat.parent.name) == root or int(fields[1]) == root:
+            if int(stat.parent.name) == root:
+                total += sum(int(f) for f in fields[11:15]) / tick
+            elif int(fields[1]) == root:
                 total += (int(fields[11]) + int(fields[12])) / tick
     return total
 
