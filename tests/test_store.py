@@ -1,4 +1,4 @@
-"""The SQLite store: WAL and FULL sync, migrations, one transaction per change, an append-only ledger."""
+"""The SQLite store's own behaviour: WAL and FULL sync, migrations in place (the engine-neutral contract: test_store_contract)."""
 
 from __future__ import annotations
 
@@ -8,10 +8,8 @@ from pathlib import Path
 import pytest
 
 from exchange import crypto
-from exchange.domain import Agency, AgencyKind, Event
-from exchange.errors import Conflict
-from exchange.ledger import leaf_hash, root_hash, tree
-from exchange.service.context import append_to_ledger
+from exchange.domain import Agency, AgencyKind
+from exchange.ledger import leaf_hash
 from exchange.store.migrations import MIGRATIONS
 from exchange.store.sqlite import SqliteStore, _statements
 
@@ -39,70 +37,6 @@ async def test_reopening_does_not_migrate_twice(tmp_path: Path) -> None:
     store = await _store(tmp_path)
     assert [a.id for a in await store.list_agencies()] == ["agy_1"]
     await store.close()
-
-
-async def test_a_failed_change_leaves_neither_state_nor_event(tmp_path: Path) -> None:
-    """State change and ledger entry commit together or not at all."""
-    store = await _store(tmp_path)
-    agency = Agency("agy_1", "School", AgencyKind.EDUCATION, "2026-01-01T00:00:00.000Z")
-    event = Event("agency.created", None, None)
-
-    async def crash_mid_change() -> None:
-        async with store.write() as tx:
-            await tx.insert_agency(agency)
-            await append_to_ledger(tx, [lambda seq: event.entry(seq, "t")])
-            raise RuntimeError("crash between the change and the commit")
-
-    with pytest.raises(RuntimeError):
-        await crash_mid_change()
-    assert await store.list_agencies() == []
-    assert await store.ledger_size() == 0
-    await store.close()
-
-
-async def test_duplicate_key_is_a_conflict_not_a_crash(tmp_path: Path) -> None:
-    """Registering the same public key twice is a clear 409, and the first stays intact."""
-    from exchange.domain import KeyUse, Member, MemberKey, Role
-
-    store = await _store(tmp_path)
-    async with store.write() as tx:
-        await tx.insert_agency(Agency("agy_1", "School", AgencyKind.EDUCATION, "t"))
-        await tx.insert_member(Member("mem_1", "agy_1", "A", frozenset({Role.PRACTITIONER}), "t"))
-        key = MemberKey("ed25519:x", "mem_1", KeyUse.SIGNING, b"k" * 32, "t", None, None, "t")
-        await tx.insert_key(key)
-    with pytest.raises(Conflict):
-        async with store.write() as tx:
-            await tx.insert_key(key)
-    assert await store.get_key("ed25519:x") == key
-    await store.close()
-
-
-async def test_ledger_nodes_give_the_same_root_as_rehashing(tmp_path: Path) -> None:
-    """After many appends the stored perfect subtrees reproduce RFC 9162's root at every size."""
-    store = await _store(tmp_path)
-    entries = [crypto.canonical_json({"seq": i, "type": "test"}) for i in range(37)]
-    for i in range(37):
-        async with store.write() as tx:
-            assert (await append_to_ledger(tx, [lambda seq: {"seq": seq, "type": "test"}]))[0].entry == entries[i]
-    leaves = [leaf_hash(e) for e in entries]
-    for size in (0, 1, 2, 3, 8, 17, 32, 37):
-        nodes = await store.ledger_nodes(tree.needed_nodes_for_root(size))
-        assert tree.compute_root(size, nodes) == root_hash(leaves[:size])
-    await store.close()
-
-
-async def test_the_database_refuses_to_edit_or_delete_ledger_entries(tmp_path: Path) -> None:
-    """Triggers make the ledger append-only even for someone with SQL access through the app's schema."""
-    store = await _store(tmp_path)
-    async with store.write() as tx:
-        await append_to_ledger(tx, [lambda seq: {"seq": seq}])
-    await store.close()
-    db = sqlite3.connect(tmp_path / "exchange.sqlite")
-    with pytest.raises(sqlite3.DatabaseError, match="append-only"):
-        db.execute("UPDATE ledger_entries SET entry = x'00' WHERE seq = 0")
-    with pytest.raises(sqlite3.DatabaseError, match="append-only"):
-        db.execute("DELETE FROM ledger_entries")
-    db.close()
 
 
 async def test_an_older_database_is_migrated_in_place(tmp_path: Path) -> None:
