@@ -1,4 +1,4 @@
-"""The SQLite store's own behaviour: WAL and FULL sync, migrations in place (the engine-neutral contract: test_store_contract)."""
+"""The SQLite store's own behaviour: WAL and FULL sync, migrations (the engine-neutral rest: test_store_contract)."""
 
 from __future__ import annotations
 
