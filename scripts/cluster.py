@@ -13,6 +13,7 @@ import argparse
 import json
 import os
 import secrets
+import shutil
 import signal
 import subprocess
 import sys
@@ -109,6 +110,8 @@ class Cluster:
     ) -> None:
         if instances < 1:
             raise ValueError("a cluster needs at least one instance")
+        #: A folder made here (not given) is removed on stop: it holds the demo members' private keys.
+        self._own_work = work is None
         self.work = work or Path(tempfile.mkdtemp(prefix="exchange-cluster-"))
         self.keys_dir = self.work / "keys"
         self.demo_keys = self.keys_dir / "demo"
@@ -163,6 +166,8 @@ class Cluster:
         if self.postgres is not None and self._own_postgres:
             self.postgres.stop()
             self.postgres = None
+        if self._own_work:
+            shutil.rmtree(self.work, ignore_errors=True)
 
     def __enter__(self) -> Cluster:
         return self
