@@ -26,8 +26,6 @@ from exchange.examples import referral, referral_without_consent
 from exchange.lifecycle import ApprovalState, DeliveryState, PacketState, Party, Step
 from tests.conftest import Deployment, start_deployment
 
-#: These run on PostgreSQL too: scripts/test runs them again with EXCHANGE_TEST_ENGINE=postgres.
-pytestmark = pytest.mark.both_engines
 
 
 @dataclass(frozen=True)
