@@ -27,7 +27,6 @@ from exchange.lifecycle import ApprovalState, DeliveryState, PacketState, Party,
 from tests.conftest import Deployment, start_deployment
 
 
-
 @dataclass(frozen=True)
 class State:
     packet: PacketState
