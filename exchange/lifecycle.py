@@ -66,6 +66,14 @@ class DeliveryState(StrEnum):
     UNDELIVERED = "undelivered"
 
 
+#: What a recipient's inbox can show: every state of a copy that has reached them. A pending copy is
+#: held for approval and a withdrawn one was refused before delivery: neither ever reaches them.
+RECIPIENT_SEES = frozenset(DeliveryState) - {DeliveryState.PENDING, DeliveryState.WITHDRAWN}
+
+#: What a manager's approval queue shows: packets held for a decision, or delivered with it owed.
+AWAITING_DECISION = frozenset({ApprovalState.AWAITING, ApprovalState.OWED})
+
+
 class RequestState(StrEnum):
     """An information request: open until a holder answers it with a packet or declines it."""
 

@@ -36,7 +36,7 @@ from exchange.domain import (
 )
 from exchange.errors import KeyInUse, StateChanged, StoreUnavailable
 from exchange.ledger import leaf_hash, root_hash, tree
-from exchange.lifecycle import DeliveryState, PacketState, RequestState
+from exchange.lifecycle import AWAITING_DECISION, RECIPIENT_SEES, DeliveryState, PacketState, RequestState
 from exchange.service.context import append_to_ledger
 from exchange.store import Store, open_store
 
@@ -460,7 +460,8 @@ async def _listings(store: Store) -> dict[str, Any]:
         "deliveries": await store.deliveries_for_packet("pkt_03"),
     }
     for name, page in (("first", None), ("middle", Page("2026-01-02T00:00:00.000Z", "pkt_06"))):
-        out[f"inbox_{name}"] = await store.inbox("mem_04", 5, page)
+        out[f"inbox_{name}"] = await store.inbox("mem_04", 5, page, RECIPIENT_SEES)
+        out[f"queue_{name}"] = await store.packets_awaiting_approval("agy_01", 5, page, AWAITING_DECISION)
         out[f"inbox_states_{name}"] = await store.inbox("mem_05", 3, page, frozenset({DeliveryState.DELIVERED}))
         out[f"outbox_{name}"] = await store.outbox("mem_01", 4, page)
         out[f"outbox_states_{name}"] = await store.outbox("mem_02", 4, page, frozenset({PacketState.DELIVERED}))

@@ -44,7 +44,8 @@ def _queue_item(packet: PacketRecord) -> dict[str, Any]:
 async def queue(ctx: ServiceContext, actor: Actor, limit: int = 100, cursor: str | None = None) -> dict[str, Any]:
     """Packets of the approver's agency waiting for (or owed) a decision, newest first, paged."""
     _require_approver(actor)
-    rows = await ctx.store.packets_awaiting_approval(actor.agency_id, limit + 1, paging.decode(cursor))
+    queued = lifecycle.AWAITING_DECISION
+    rows = await ctx.store.packets_awaiting_approval(actor.agency_id, limit + 1, paging.decode(cursor), queued)
     items = [_queue_item(p) for p in rows[:limit]]
     return paging.page(items, rows, limit, lambda row: (row.created, row.id), key="packets")
 

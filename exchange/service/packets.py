@@ -499,7 +499,8 @@ async def inbox(
 ) -> dict[str, Any]:
     """Copies delivered to the member, newest first, with their loop state; paged by an opaque cursor."""
     wanted = paging.states(states, DeliveryState)
-    rows = await ctx.store.inbox(actor.member_id, limit + 1, paging.decode(cursor), wanted)
+    shown = lifecycle.RECIPIENT_SEES & wanted if wanted else lifecycle.RECIPIENT_SEES
+    rows = await ctx.store.inbox(actor.member_id, limit + 1, paging.decode(cursor), shown)
     items = [packet_summary(packet) | {"delivery": delivery_json(delivery)} for packet, delivery in rows[:limit]]
     return paging.page(items, rows, limit, lambda row: (row[0].created, row[0].id), key="packets")
 

@@ -358,10 +358,11 @@ class Store(ABC):
 
     @abstractmethod
     async def inbox(
-        self, member_id: str, limit: int, after: Page | None = None, states: frozenset[DeliveryState] | None = None
+        self, member_id: str, limit: int, after: Page | None, states: frozenset[DeliveryState]
     ) -> list[tuple[PacketRecord, DeliveryRecord]]:
-        """Copies delivered to the member (never pending or withdrawn ones, nor recalled before delivery),
-        optionally in ``states``."""
+        """The member's copies in ``states`` (the lifecycle says which a recipient may see), newest first
+        (the packet's ``created``, then id), ``limit`` of them after the page cursor; never a copy recalled
+        before it was delivered (no ``delivered_at``): that one never reached them."""
 
     @abstractmethod
     async def outbox(
@@ -372,9 +373,10 @@ class Store(ABC):
 
     @abstractmethod
     async def packets_awaiting_approval(
-        self, agency_id: str, limit: int, after: Page | None = None
+        self, agency_id: str, limit: int, after: Page | None, states: frozenset[ApprovalState]
     ) -> list[PacketRecord]:
-        """Packets of the agency whose approval is awaited (held) or owed (imminent harm delivered first)."""
+        """Packets sent from the agency whose approval state is in ``states``, newest first (``created``,
+        then id), ``limit`` of them after the page cursor."""
 
     @abstractmethod
     async def statements_for(self, packet_id: str, recipient_member: str | None = None) -> list[LoopStatement]:

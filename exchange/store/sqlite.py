@@ -893,11 +893,11 @@ class SqliteStore(Store):
         return [read_delivery(r) for r in rows]
 
     async def inbox(
-        self, member_id: str, limit: int, after: Page | None = None, states: frozenset[DeliveryState] | None = None
+        self, member_id: str, limit: int, after: Page | None, states: frozenset[DeliveryState]
     ) -> list[tuple[PacketRecord, DeliveryRecord]]:
         page, params = _page_clause(after, "d.packet_created", "d.packet_id")
-        wanted = sorted(s.value for s in states) if states else None
-        state_clause = f" AND d.status IN ({', '.join('?' for _ in wanted)})" if wanted else ""
+        wanted = sorted(s.value for s in states)
+        state_clause = f" AND d.status IN ({', '.join('?' for _ in wanted)})"
         rows = await self._all(
             "SELECT p.*, d.packet_id AS d_packet_id, d.recipient_member AS d_recipient_member,"  # noqa: S608 - fixed clauses, values bound
             " d.recipient_agency AS d_recipient_agency, d.encryption_key AS d_encryption_key,"
@@ -906,11 +906,11 @@ class SqliteStore(Store):
             " d.ack_signature AS d_ack_signature, d.ack_key AS d_ack_key, d.reported_at AS d_reported_at,"
             " d.confirmed_at AS d_confirmed_at, d.updated AS d_updated"
             " FROM deliveries d JOIN packets p ON p.id = d.packet_id"
-            " WHERE d.recipient_member = ? AND d.status NOT IN ('pending', 'withdrawn')"
+            " WHERE d.recipient_member = ?"
             # Recalled while held for approval: it never reached the recipient.
             " AND NOT (d.status = 'recalled' AND d.delivered_at IS NULL)"
             f"{state_clause}{page} ORDER BY d.packet_created DESC, d.packet_id DESC LIMIT ?",
-            [member_id, *(wanted or []), *params, limit],
+            [member_id, *wanted, *params, limit],
         )
         return [(read_packet(r), read_delivery(Prefixed(r, "d_"))) for r in rows]
 
@@ -928,13 +928,14 @@ class SqliteStore(Store):
         return [read_packet(r) for r in rows]
 
     async def packets_awaiting_approval(
-        self, agency_id: str, limit: int, after: Page | None = None
+        self, agency_id: str, limit: int, after: Page | None, states: frozenset[ApprovalState]
     ) -> list[PacketRecord]:
         page, params = _page_clause(after, "created", "id")
+        wanted = sorted(s.value for s in states)
         rows = await self._all(
-            "SELECT * FROM packets WHERE sender_agency = ? AND approval_state IN ('awaiting', 'owed')"  # noqa: S608
+            f"SELECT * FROM packets WHERE sender_agency = ? AND approval_state IN ({', '.join('?' for _ in wanted)})"  # noqa: S608
             f"{page} ORDER BY created DESC, id DESC LIMIT ?",
-            [agency_id, *params, limit],
+            [agency_id, *wanted, *params, limit],
         )
         return [read_packet(r) for r in rows]
 

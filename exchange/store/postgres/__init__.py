@@ -43,7 +43,7 @@ from exchange.domain import (
 )
 from exchange.errors import ExchangeError
 from exchange.ledger.heads import TreeHead
-from exchange.lifecycle import DeliveryState, PacketState, RequestState
+from exchange.lifecycle import ApprovalState, DeliveryState, PacketState, RequestState
 from exchange.store.base import RequestRole, Store
 from exchange.store.cancellation import uninterrupted
 from exchange.store.postgres.errors import UNAVAILABLE, UNREACHABLE_ERRORS, translated, unwritable
@@ -271,13 +271,10 @@ class PostgresStore(Store):
         return [read_delivery(r) for r in rows]
 
     async def inbox(
-        self, member_id: str, limit: int, after: Page | None = None, states: frozenset[DeliveryState] | None = None
+        self, member_id: str, limit: int, after: Page | None, states: frozenset[DeliveryState]
     ) -> list[tuple[PacketRecord, DeliveryRecord]]:
-        params: list[Any] = [member_id]
-        state_clause = ""
-        if states:
-            params.append(sorted(s.value for s in states))
-            state_clause = f" AND d.status = ANY(${len(params)}::text[])"
+        params: list[Any] = [member_id, sorted(s.value for s in states)]
+        state_clause = " AND d.status = ANY($2::text[])"
         page, page_params = _page_clause(after, "d.packet_created", "d.packet_id", len(params) + 1)
         params += [*page_params, limit]
         rows = await self._all(
@@ -288,7 +285,7 @@ class PostgresStore(Store):
             " d.ack_signature AS d_ack_signature, d.ack_key AS d_ack_key, d.reported_at AS d_reported_at,"
             " d.confirmed_at AS d_confirmed_at, d.updated AS d_updated"
             " FROM deliveries d JOIN packets p ON p.id = d.packet_id"
-            " WHERE d.recipient_member = $1 AND d.status NOT IN ('pending', 'withdrawn')"
+            " WHERE d.recipient_member = $1"
             # Recalled while held for approval: it never reached the recipient.
             " AND NOT (d.status = 'recalled' AND d.delivered_at IS NULL)"
             f"{state_clause}{page} ORDER BY d.packet_created DESC, d.packet_id DESC LIMIT ${len(params)}",
@@ -314,13 +311,14 @@ class PostgresStore(Store):
         return [read_packet(r) for r in rows]
 
     async def packets_awaiting_approval(
-        self, agency_id: str, limit: int, after: Page | None = None
+        self, agency_id: str, limit: int, after: Page | None, states: frozenset[ApprovalState]
     ) -> list[PacketRecord]:
-        page, params = _page_clause(after, "created", "id", 2)
+        page, params = _page_clause(after, "created", "id", 3)
         rows = await self._all(
-            "SELECT * FROM packets WHERE sender_agency = $1 AND approval_state IN ('awaiting', 'owed')"  # noqa: S608
-            f"{page} ORDER BY created DESC, id DESC LIMIT ${len(params) + 2}",
+            "SELECT * FROM packets WHERE sender_agency = $1 AND approval_state = ANY($2::text[])"  # noqa: S608
+            f"{page} ORDER BY created DESC, id DESC LIMIT ${len(params) + 3}",
             agency_id,
+            sorted(s.value for s in states),
             *params,
             limit,
         )
