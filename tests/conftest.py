@@ -121,7 +121,11 @@ async def beside(deployment: Deployment, sql: str, *params: Any) -> list[tuple[A
     database, or a count of rows the API never lists. ``?`` placeholders; returns the rows (none for a
     write), so ``len(await beside(..., "UPDATE ... RETURNING 1", ...))`` counts the rows changed.
     """
-    target = deployment.config.database_target
+    return await sql_beside(deployment.config.database_target, sql, *params)
+
+
+async def sql_beside(target: str | Path, sql: str, *params: Any) -> list[tuple[Any, ...]]:
+    """:func:`beside` for the database ``target`` names (a postgresql:// URL, ``sqlite:PATH`` or a path)."""
     if engine_of(target) == "postgres":
         import asyncpg
 

@@ -39,6 +39,7 @@ from exchange.ledger import leaf_hash, root_hash, tree
 from exchange.lifecycle import AWAITING_DECISION, RECIPIENT_SEES, DeliveryState, PacketState, RequestState
 from exchange.service.context import append_to_ledger
 from exchange.store import Store, open_store
+from tests.conftest import sql_beside
 
 T0 = "2026-01-01T00:00:00.000Z"
 
@@ -59,21 +60,7 @@ class Engine:
 
     async def raw(self, sql: str) -> None:
         """Run ``sql`` on the database directly, as someone with SQL access would."""
-        if self.name == "sqlite":
-            db = sqlite3.connect(self.target.removeprefix("sqlite:"))
-            try:
-                db.execute(sql)
-                db.commit()
-            finally:
-                db.close()
-            return
-        import asyncpg
-
-        db = await asyncpg.connect(self.target)
-        try:
-            await db.execute(sql)
-        finally:
-            await db.close()
+        await sql_beside(self.target, sql)
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
